@@ -1,0 +1,3 @@
+"""uld: universal lesion detection on CT that learns from incomplete annotations."""
+
+__version__ = "0.1.0"

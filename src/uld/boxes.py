@@ -1,0 +1,74 @@
+"""Pure box maths.
+
+One convention everywhere: a 2D box is ``[x1, y1, x2, y2]`` in float pixels of an axial slice,
+x = column, y = row, ``x1 < x2`` and ``y1 < y2``. Areas are ``(x2 - x1) * (y2 - y1)``.
+The "+1 pixel" IoU of the Lesion Harvester and DeepLesion evaluations exists only in
+:func:`iou_plus1`, used by the evaluation protocols that require it.
+
+Numpy functions take and return ``float64`` arrays and import no torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_boxes(boxes_xyxy: np.ndarray | list) -> np.ndarray:
+    """``(N, 4)`` float64 view of anything box-like; an empty input gives ``zeros((0, 4))``."""
+    arr = np.asarray(boxes_xyxy, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    return arr.reshape(-1, 4)
+
+
+def area(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """``(N,)`` areas of ``(N, 4)`` boxes; degenerate boxes have area 0."""
+    b = as_boxes(boxes_xyxy)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
+def iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """``(N, M)`` IoU of ``(N, 4)`` and ``(M, 4)`` boxes (continuous convention)."""
+    a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def iou_plus1(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """``(N, M)`` IoU with the +1 pixel convention (``w = x2 - x1 + 1``).
+
+    Same arithmetic as Lesion Harvester's ``IoU`` and py-faster-rcnn: inclusive pixel ends,
+    union floored at 1e-6.
+    """
+    a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
+    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1.0, 0.0)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(1e-6, union)
+
+
+def clip(boxes_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Clip boxes to an image of ``height`` rows and ``width`` columns."""
+    b = as_boxes(boxes_xyxy).copy()
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b
+
+
+def scale(boxes_xyxy: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
+    """Boxes of an image resized by ``sx`` along x and ``sy`` (default ``sx``) along y."""
+    sy = sx if sy is None else sy
+    return as_boxes(boxes_xyxy) * np.array([sx, sy, sx, sy])
+
+
+def is_valid(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: finite and ``x1 < x2``, ``y1 < y2``."""
+    b = as_boxes(boxes_xyxy)
+    return np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])

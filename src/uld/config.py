@@ -1,0 +1,289 @@
+"""One typed configuration tree for every run.
+
+YAML file -> nested dataclasses -> ``--set section.key=value`` overrides -> frozen ``Config``.
+Every field has a default here, and the defaults are the paper's published settings
+(``../shared/docs/METHOD.md``); other presets (``demo``, ...) live in ``uld/configs/*.yaml``
+and only list what they change. Unknown keys are errors that name the key. The resolved
+config is written into every run folder and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how a 2.5D sample is built from it."""
+
+    root: str = ""
+    """Dataset folder in the generic format v1 (see README)."""
+    annotations: str = "annotations.csv"
+    """Boxes the student is trained on (relative to ``root``); ``annotations_full.csv`` = oracle."""
+    truth: str = "annotations_full.csv"
+    """Complete labels for mining diagnostics, if the file exists (synthetic data has it)."""
+    num_slices: int = 9
+    """Slices in the 2.5D stack (odd); the centre one is the annotated slice."""
+    slice_spacing_mm: float = 2.0
+    """Distance between neighbouring slices of the stack, by linear interpolation."""
+    window_hu: tuple[float, float] = (-1024.0, 3071.0)
+    """Intensity window mapped linearly to [0, 1]."""
+    cache_volumes: bool = True
+    """Keep every decoded volume in memory (fine for the synthetic benchmark)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Faster R-CNN parts; see ``uld.model.build``."""
+
+    backbone: Literal["small", "densenet121"] = "densenet121"
+    pretrained: str = ""
+    """'' = random initialisation; a path to a DenseNet-121 state dict = ImageNet start."""
+    small_channels: tuple[int, ...] = (32, 64, 128, 128)
+    anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    representation_size: int = 1024
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    detections_per_img: int = 100
+    image_mean: float = 0.5
+    image_std: float = 0.25
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """Mean-teacher lesion mining (METHOD.md, 'The framework')."""
+
+    policy: Literal["none", "add"] = "add"
+    tau: float = 0.9
+    """Teacher score at or above which a box is mined."""
+    gt_nms_iou: float = 0.7
+    """Teacher boxes overlapping a known box above this IoU are dropped."""
+    ema_momentum: float = 0.999
+    """teacher = m * teacher + (1 - m) * student; MMDetection's MeanTeacherHook(momentum=1-m)."""
+    ema_warmup: bool = False
+    """Ramp the momentum as min(1 - 1/(t + 1), m) (mean-teacher paper); off in the paper."""
+    start_iteration: int = 0
+    """Supervised burn-in: no mining before this iteration (the EMA runs from the start)."""
+    regress_mined: bool = True
+    """Under 'add', mined boxes also get box-regression targets."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimiser and the loop."""
+
+    iterations: int = 80_000
+    batch_size: int = 2
+    """Images per optimiser step on one process."""
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 500
+    """Linear warm-up from lr/10; the lr is constant afterwards (METHOD.md)."""
+    resize_range: tuple[float, float] = (0.8, 1.2)
+    """Student random resize ratio; the teacher always sees ratio 1.0."""
+    eval_every: int = 2_000
+    checkpoint_every: int = 2_000
+    log_every: int = 20
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    """'auto' = CUDA when available, else CPU."""
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Volume -> 2D detections -> 3D tracklets."""
+
+    batch_size: int = 16
+    """Slices per forward pass."""
+    link_iou: float = 0.3
+    """A box joins a track when its IoU with the track's last box reaches this."""
+    link_max_gap: int = 1
+    """Slices a track may miss and still continue."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol used for validation during training."""
+
+    iou: float = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run."""
+
+    name: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the tree."""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML value to the field's declared type, or raise naming ``where``."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(annotation, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(annotation)}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: union types are not supported in the config")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {annotation!r}")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {sorted(names)})")
+    kwargs = {
+        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``"train.lr=0.01"`` into ``{"train": {"lr": 0.01}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A built-in preset name (``demo``, ``paper``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"no config file {path} and no preset {name_or_path!r} (presets: {known})")
+    return preset
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return raw
+
+
+def load_config(
+    source: str | Path | None = None, overrides: typing.Sequence[str] = ()
+) -> Config:
+    """Defaults (the paper's settings) <- YAML file or preset <- dotted overrides."""
+    values: dict[str, Any] = {}
+    if source is not None:
+        values = _read_yaml(resolve_config_path(source))
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    return config_from_dict(values)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build a frozen ``Config`` from nested plain values (e.g. a checkpoint's ``config``)."""
+    return _build(Config, values, "")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML, JSON and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def override(config: Config, *texts: str) -> Config:
+    """A copy of ``config`` with dotted overrides applied."""
+    values = config_to_dict(config)
+    for text in texts:
+        values = _merge(values, parse_override(text))
+    return config_from_dict(values)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

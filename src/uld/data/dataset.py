@@ -1,0 +1,251 @@
+"""The generic dataset format, version 1.
+
+::
+
+    DATASET/
+      volumes/<volume>.nii.gz   CT in HU with spacing, origin and direction
+      annotations.csv           volume,z,x1,y1,x2,y2[,more columns]
+      splits.csv                volume,split   (split: train | val | test)
+      dataset.json              optional: {"format": "uld-dataset", "version": 1, ...}
+
+A row of ``annotations.csv`` is one 2D box on axial slice ``z``; ``z``, ``y`` and ``x`` index
+the array that SimpleITK's ``GetArrayFromImage`` returns (``[z, y, x]``, 0-based; x = column,
+y = row). Boxes are float pixels ``x1 < x2``, ``y1 < y2``. An optional ``key`` column (0/1)
+marks the slices a lesion was measured on; training samples are drawn at key slices, and a
+file without the column treats every row as key. Val and test volumes are taken as fully
+annotated; train volumes may be partially annotated.
+
+Every reader validates what it reads and raises :class:`DataError` naming file, row and value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from uld.data.volume import Volume, read_volume
+
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2")
+FORMAT_NAME = "uld-dataset"
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and value."""
+
+
+def check_volume_name(name: str, where: str) -> str:
+    """A volume name is a plain file stem: no path separators, no leading dot."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name or "\x00" in name:
+        raise DataError(f"{where}: volume name {name!r} is not a plain name inside the dataset")
+    return name
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """A table of 2D boxes.
+
+    volume (ndarray[N], object): volume names.
+    z (ndarray[N], int64): slice index.
+    boxes (ndarray[N, 4], float64): x1, y1, x2, y2 in pixels.
+    key (ndarray[N], bool): the box lies on a key (measured) slice.
+    extra (dict[str, ndarray[N], object]): any further columns, as strings.
+    """
+
+    volume: np.ndarray
+    z: np.ndarray
+    boxes: np.ndarray
+    key: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def by_slice(self) -> dict[tuple[str, int], np.ndarray]:
+        """``{(volume, z): (n, 4) boxes}`` for every annotated slice."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (v, z) in enumerate(zip(self.volume, self.z)):
+            groups.setdefault((str(v), int(z)), []).append(i)
+        return {k: self.boxes[idx] for k, idx in groups.items()}
+
+    def key_slices(self) -> list[tuple[str, int]]:
+        """Distinct ``(volume, z)`` holding at least one key box, in file order."""
+        seen: dict[tuple[str, int], None] = {}
+        for v, z, k in zip(self.volume, self.z, self.key):
+            if k:
+                seen.setdefault((str(v), int(z)), None)
+        return list(seen)
+
+    def select(self, mask: np.ndarray) -> Annotations:
+        """Rows where ``mask`` is true."""
+        return Annotations(
+            self.volume[mask], self.z[mask], self.boxes[mask], self.key[mask],
+            {k: v[mask] for k, v in self.extra.items()},
+        )
+
+    def for_volumes(self, names: Iterable[str]) -> Annotations:
+        """Rows of the named volumes."""
+        wanted = set(names)
+        return self.select(np.array([str(v) in wanted for v in self.volume], dtype=bool))
+
+
+def _float(value: str, path: Path, row: int, column: str) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise DataError(f"{path}, row {row}: column {column} = {value!r} is not a number") from None
+    if not np.isfinite(out):
+        raise DataError(f"{path}, row {row}: column {column} = {value!r} is not finite")
+    return out
+
+
+def read_annotations(path: str | Path) -> Annotations:
+    """Read and validate an ``annotations.csv``. Row numbers count the header as row 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header: {header})")
+        others = [c for c in header if c not in REQUIRED_COLUMNS and c != "key"]
+        volumes, zs, boxes, keys = [], [], [], []
+        extra: dict[str, list[str]] = {c: [] for c in others}
+        for row_number, row in enumerate(reader, start=2):
+            if None in row or any(row.get(c) is None for c in header):
+                raise DataError(f"{path}, row {row_number}: expected {len(header)} fields")
+            volumes.append(check_volume_name(row["volume"].strip(), f"{path}, row {row_number}"))
+            z = _float(row["z"], path, row_number, "z")
+            if z != int(z) or z < 0:
+                raise DataError(f"{path}, row {row_number}: z = {row['z']!r} is not a slice index")
+            zs.append(int(z))
+            box = [_float(row[c], path, row_number, c) for c in ("x1", "y1", "x2", "y2")]
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise DataError(f"{path}, row {row_number}: box {box} needs x1 < x2 and y1 < y2")
+            if min(box) < 0:
+                raise DataError(f"{path}, row {row_number}: box {box} has a negative coordinate")
+            boxes.append(box)
+            if "key" in header:
+                if row["key"].strip() not in ("0", "1"):
+                    raise DataError(f"{path}, row {row_number}: key = {row['key']!r} is not 0 or 1")
+                keys.append(row["key"].strip() == "1")
+            else:
+                keys.append(True)
+            for c in others:
+                extra[c].append(row[c])
+    return Annotations(
+        volume=np.array(volumes, dtype=object),
+        z=np.array(zs, dtype=np.int64),
+        boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        key=np.array(keys, dtype=bool),
+        extra={c: np.array(v, dtype=object) for c, v in extra.items()},
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a CSV atomically (no half-written file on failure)."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    _atomic_write_text(Path(path), buffer.getvalue())
+
+
+def read_splits(path: str | Path) -> dict[str, str]:
+    """``{volume: split}`` from a ``splits.csv``; validates names, splits and duplicates."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    out: dict[str, str] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"volume", "split"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: needs columns volume,split (header: {reader.fieldnames})")
+        for row_number, row in enumerate(reader, start=2):
+            name = check_volume_name((row["volume"] or "").strip(), f"{path}, row {row_number}")
+            split = (row["split"] or "").strip()
+            if split not in SPLITS:
+                raise DataError(f"{path}, row {row_number}: split {split!r} is not one of {SPLITS}")
+            if name in out:
+                raise DataError(f"{path}, row {row_number}: volume {name!r} is listed twice")
+            out[name] = split
+    return out
+
+
+class DatasetFolder:
+    """A dataset in the generic format v1 (see the module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset folder not found")
+        self.splits = read_splits(self.root / "splits.csv")
+
+    def volumes(self, split: str | None = None) -> list[str]:
+        """Volume names of one split (or all), in ``splits.csv`` order."""
+        if split is not None and split not in SPLITS:
+            raise DataError(f"split {split!r} is not one of {SPLITS}")
+        return [v for v, s in self.splits.items() if split is None or s == split]
+
+    def volume_path(self, name: str) -> Path:
+        return self.root / "volumes" / f"{check_volume_name(name, str(self.root))}.nii.gz"
+
+    def read_volume(self, name: str) -> Volume:
+        path = self.volume_path(name)
+        if not path.is_file():
+            raise DataError(f"{path}: volume file not found (listed in splits.csv)")
+        return read_volume(path)
+
+    def annotations(self, filename: str = "annotations.csv") -> Annotations:
+        """Read an annotation file of this dataset; every volume it names must be in a split."""
+        path = self.root / filename
+        table = read_annotations(path)
+        for i, name in enumerate(table.volume):
+            if name not in self.splits:
+                raise DataError(f"{path}, row {i + 2}: volume {name!r} is not in splits.csv")
+        return table
+
+    def has(self, filename: str) -> bool:
+        return bool(filename) and (self.root / filename).is_file()
+
+    def info(self) -> dict:
+        """Contents of ``dataset.json`` (empty when absent)."""
+        path = self.root / "dataset.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def check_boxes_in_volume(table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str) -> None:
+    """Raise naming ``where`` and the row if a box of volume ``name`` falls outside its image."""
+    depth, height, width = shape_zyx
+    for i in np.flatnonzero(table.volume == name):
+        x1, y1, x2, y2 = table.boxes[i]
+        if table.z[i] >= depth or x2 > width or y2 > height:
+            raise DataError(
+                f"{where}, row {i + 2}: box {[x1, y1, x2, y2]} on slice {table.z[i]} of {name!r} lies outside "
+                f"the image (z < {depth}, x <= {width}, y <= {height})"
+            )

@@ -1,0 +1,93 @@
+"""A CT volume in Hounsfield units with its geometry, read and written through SimpleITK."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A CT scan as axial slices.
+
+    hu (ndarray[Z, Y, X], int16 or float32): Hounsfield units, indexed as SimpleITK's
+        ``GetArrayFromImage`` returns them: slice z, row y, column x.
+    spacing_xyz (tuple[float, float, float]): millimetres between columns, rows, slices.
+    origin_xyz, direction: patient-space geometry (LPS, as SimpleITK/DICOM define it);
+        ``direction`` is the row-major 3x3 matrix of the image axes.
+    """
+
+    hu: np.ndarray
+    spacing_xyz: tuple[float, float, float]
+    origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.hu.ndim != 3:
+            raise ValueError(f"a volume is [z, y, x]; got an array of shape {self.hu.shape}")
+        sp = np.asarray(self.spacing_xyz, dtype=float)
+        if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+            raise ValueError(f"spacing must be three positive millimetre values, got {self.spacing_xyz}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)``."""
+        z, y, x = self.hu.shape
+        return int(z), int(y), int(x)
+
+    def to_physical(self, index_xyz: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices ``(N, 3)`` as ``(x, y, z)`` -> patient millimetres ``(N, 3)``."""
+        idx = np.asarray(index_xyz, dtype=float).reshape(-1, 3)
+        d = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        return np.asarray(self.origin_xyz) + (idx * np.asarray(self.spacing_xyz)) @ d.T
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI (or any SimpleITK-readable) file as a :class:`Volume`.
+
+    Raises ``ValueError`` naming the file when it cannot be read or is not 3D.
+    """
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ValueError(f"{path}: cannot read image ({first})") from exc
+    if image.GetDimension() != 3:
+        raise ValueError(f"{path}: expected a 3D image, got {image.GetDimension()}D")
+    hu = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(hu.dtype, np.integer):
+        hu = hu.astype(np.float32)
+    try:
+        return Volume(
+            hu=hu,
+            spacing_xyz=tuple(float(s) for s in image.GetSpacing()),
+            origin_xyz=tuple(float(o) for o in image.GetOrigin()),
+            direction=tuple(float(d) for d in image.GetDirection()),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def write_volume(volume: Volume, path: str | Path) -> None:
+    """Write atomically (temporary file, then rename) so no half-written file is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(volume.hu)
+    image.SetSpacing(volume.spacing_xyz)
+    image.SetOrigin(volume.origin_xyz)
+    image.SetDirection(volume.direction)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
