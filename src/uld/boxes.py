@@ -45,8 +45,10 @@ def iou_plus1(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     union floored at 1e-6.
     """
     a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
-    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1.0, 0.0)
-    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1.0, 0.0)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    iw = np.maximum(hi[..., 0] - lo[..., 0] + 1.0, 0.0)
+    ih = np.maximum(hi[..., 1] - lo[..., 1] + 1.0, 0.0)
     inter = iw * ih
     area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
     area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)

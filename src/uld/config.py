@@ -49,6 +49,8 @@ class ModelConfig:
     pretrained: str = ""
     """'' = random initialisation; a path to a DenseNet-121 state dict = ImageNet start."""
     small_channels: tuple[int, ...] = (32, 64, 128, 128)
+    out_channels: int = 512
+    """Channels of the feature map the RPN and RoI head see (a 1x1 projection of the trunk)."""
     anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     representation_size: int = 1024
@@ -80,8 +82,6 @@ class MiningConfig:
     """Ramp the momentum as min(1 - 1/(t + 1), m) (mean-teacher paper); off in the paper."""
     start_iteration: int = 0
     """Supervised burn-in: no mining before this iteration (the EMA runs from the start)."""
-    regress_mined: bool = True
-    """Under 'add', mined boxes also get box-regression targets."""
 
 
 @dataclass(frozen=True)

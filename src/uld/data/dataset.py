@@ -58,6 +58,7 @@ class Annotations:
     boxes (ndarray[N, 4], float64): x1, y1, x2, y2 in pixels.
     key (ndarray[N], bool): the box lies on a key (measured) slice.
     extra (dict[str, ndarray[N], object]): any further columns, as strings.
+    row (ndarray[N], int64 | None): the row of the file each box came from (header = row 1).
     """
 
     volume: np.ndarray
@@ -65,6 +66,7 @@ class Annotations:
     boxes: np.ndarray
     key: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    row: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.z)
@@ -89,6 +91,7 @@ class Annotations:
         return Annotations(
             self.volume[mask], self.z[mask], self.boxes[mask], self.key[mask],
             {k: v[mask] for k, v in self.extra.items()},
+            None if self.row is None else self.row[mask],
         )
 
     def for_volumes(self, names: Iterable[str]) -> Annotations:
@@ -149,6 +152,7 @@ def read_annotations(path: str | Path) -> Annotations:
         boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
         key=np.array(keys, dtype=bool),
         extra={c: np.array(v, dtype=object) for c, v in extra.items()},
+        row=np.arange(2, len(zs) + 2, dtype=np.int64),
     )
 
 
@@ -239,13 +243,16 @@ class DatasetFolder:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def check_boxes_in_volume(table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str) -> None:
+def check_boxes_in_volume(
+    table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str
+) -> None:
     """Raise naming ``where`` and the row if a box of volume ``name`` falls outside its image."""
     depth, height, width = shape_zyx
     for i in np.flatnonzero(table.volume == name):
         x1, y1, x2, y2 = table.boxes[i]
         if table.z[i] >= depth or x2 > width or y2 > height:
+            row = f", row {table.row[i]}" if table.row is not None else ""
             raise DataError(
-                f"{where}, row {i + 2}: box {[x1, y1, x2, y2]} on slice {table.z[i]} of {name!r} lies outside "
-                f"the image (z < {depth}, x <= {width}, y <= {height})"
+                f"{where}{row}: box {[x1, y1, x2, y2]} on slice {table.z[i]} of {name!r} lies "
+                f"outside the image (z < {depth}, x <= {width}, y <= {height})"
             )

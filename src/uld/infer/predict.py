@@ -1,0 +1,99 @@
+"""Volume -> per-slice 2D detections (batched) -> 3D tracklets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from uld.config import Config, config_from_dict
+from uld.data.samples import stack_image
+from uld.data.volume import Volume
+from uld.infer.link import SliceDetections, Tracklet, link_by_iou
+from uld.model.build import LesionDetector, build_detector
+
+
+@torch.no_grad()
+def detect_slices(
+    model: nn.Module,
+    volume: Volume,
+    config: Config,
+    device: torch.device | str = "cpu",
+    slices: Iterable[int] | None = None,
+) -> list[SliceDetections]:
+    """Run ``model`` (eval mode) on every slice of ``volume`` (or on ``slices``), batched.
+
+    Each slice is the centre of a windowed 2.5D stack built as in training.
+    """
+    model.eval()
+    zs = np.arange(volume.shape[0]) if slices is None else np.asarray(list(slices), dtype=int)
+    out: list[SliceDetections] = []
+    for start in range(0, len(zs), config.infer.batch_size):
+        batch_z = zs[start : start + config.infer.batch_size]
+        images = torch.from_numpy(stack_image(volume, batch_z, config.data)).to(device)
+        for z, pred in zip(batch_z, model(list(images))):
+            out.append(
+                SliceDetections(
+                    z=int(z),
+                    boxes=pred["boxes"].cpu().numpy().astype(np.float64),
+                    scores=pred["scores"].cpu().numpy().astype(np.float64),
+                )
+            )
+    return out
+
+
+def predict_volume(
+    model: nn.Module, volume: Volume, config: Config, device: torch.device | str = "cpu"
+) -> list[Tracklet]:
+    """3D lesion candidates of one volume as tracklets ``[(z, [x1, y1, x2, y2, score]), ...]``."""
+    return link_by_iou(
+        detect_slices(model, volume, config, device),
+        iou_threshold=config.infer.link_iou,
+        max_gap=config.infer.link_max_gap,
+    )
+
+
+def predict_volumes(
+    model: nn.Module,
+    volumes: Iterable[tuple[str, Volume]],
+    config: Config,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, list[Tracklet]]:
+    """``{volume name: tracklets}`` for named volumes, with a progress bar."""
+    detections: dict[str, list[Tracklet]] = {}
+    for name, volume in tqdm(
+        volumes, total=total, desc="predict", unit="vol", disable=not progress, leave=False
+    ):
+        detections[name] = predict_volume(model, volume, config, device)
+    return detections
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LesionDetector, Config]:
+    """A trained detector (the teacher) and its config, from a run folder or a ``.pt`` file.
+
+    A run folder gives its ``best.pt`` (the best validated teacher) or else ``model.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "best.pt", path / "model.pt"]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no best.pt or model.pt in this run folder")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a uld model file (needs 'model' and 'config')")
+    config = config_from_dict(state["config"])
+    # The weights come from the file: do not look for the ImageNet start again.
+    model = build_detector(replace(config.model, pretrained=""), config.data.num_slices)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config

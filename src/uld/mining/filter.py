@@ -1,0 +1,38 @@
+"""Which teacher predictions become mined lesions (METHOD.md, steps 2-3). Pure functions."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_iou
+
+
+def gt_nms(pred_boxes: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Keep-mask of predictions that overlap no known box by more than ``iou_threshold``.
+
+    pred_boxes (Tensor[N, 4]), gt_boxes (Tensor[M, 4]): x1, y1, x2, y2 in one pixel frame.
+    Returns BoolTensor[N]; with no known box every prediction is kept.
+    """
+    if gt_boxes.numel() == 0 or pred_boxes.numel() == 0:
+        return torch.ones(pred_boxes.shape[0], dtype=torch.bool, device=pred_boxes.device)
+    return box_iou(pred_boxes, gt_boxes.to(pred_boxes)).max(dim=1).values <= iou_threshold
+
+
+def confident(scores: torch.Tensor, tau: float) -> torch.Tensor:
+    """BoolTensor[N]: ``scores >= tau``."""
+    return scores >= tau
+
+
+def mine(
+    pred_boxes: torch.Tensor,
+    pred_scores: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    tau: float,
+    gt_nms_iou: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mined lesions of one image: GT NMS, then the confidence filter.
+
+    Returns (boxes Tensor[K, 4], scores Tensor[K]) in the frame of the inputs.
+    """
+    keep = gt_nms(pred_boxes, gt_boxes, gt_nms_iou) & confident(pred_scores, tau)
+    return pred_boxes[keep], pred_scores[keep]
+

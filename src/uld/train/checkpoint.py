@@ -1,0 +1,75 @@
+"""Complete, atomically written checkpoints.
+
+``last.pt`` (to resume): student, teacher, optimiser, next step, RNG states, config, version,
+and the loop's running records. ``best.pt`` / ``model.pt`` (to predict): the teacher's weights,
+the config and the metrics that chose it. Files are written to a temporary name and renamed,
+so a killed run never leaves a truncated checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import uld
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state the loop draws from (Python, torch CPU, torch CUDA)."""
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by this package (tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a foreign or damaged file: say which
+        raise ValueError(f"{path}: not a readable uld checkpoint ({exc.__class__.__name__})") from exc
+
+
+def model_file(model_state: dict[str, torch.Tensor], config: dict, step: int, metrics: dict) -> dict:
+    """The content of ``best.pt`` / ``model.pt``."""
+    return {
+        "model": model_state,
+        "config": config,
+        "step": step,
+        "metrics": metrics,
+        "version": uld.__version__,
+    }

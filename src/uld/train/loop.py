@@ -1,0 +1,272 @@
+"""The training loop: a plain function you can read in one screen.
+
+Every step: the teacher (EMA of the student) predicts on the batch at ratio 1.0, its
+confident boxes that overlap no known lesion are mined, the batch is resized for the student
+by a random ratio (boxes with it), the student takes one SGD step on known + mined boxes (as
+the mining policy says), and the teacher averages the student in. Periodically the teacher is
+validated with the P3D protocol (best kept) and a complete checkpoint is written.
+
+Files of a run folder: ``config.yaml`` (resolved config), ``last.pt`` (resume), ``best.pt``
+(best validated teacher), ``model.pt`` (final teacher), ``metrics.jsonl`` and
+``tensorboard/`` (scalars), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import uld
+from uld.config import Config, config_to_dict, save_config
+from uld.data.dataset import DatasetFolder
+from uld.data.samples import KeySliceDataset, Sample, VolumeStore, collate
+from uld.data.transforms import resize_image, scale_boxes
+from uld.mining.diagnostics import MiningCounts, mining_counts
+from uld.mining.ema import EMATeacher
+from uld.mining.filter import mine
+from uld.mining.policy import targets_for_student
+from uld.model.build import LesionDetector, build_detector
+from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
+from uld.train.distributed import Context, batch_indices, context, resize_ratio
+from uld.train.logging import RunLogger
+from uld.train.schedule import learning_rate
+from uld.train.validation import validate
+
+
+@dataclass
+class Records:
+    """What the loop keeps between steps (saved in ``last.pt``)."""
+
+    best_ap: float = -1.0
+    best_step: int = -1
+    mining: MiningCounts = field(default_factory=MiningCounts)
+    teacher_seconds: float = 0.0
+    student_seconds: float = 0.0
+    timed_steps: int = 0
+
+    def state(self) -> dict[str, Any]:
+        m = self.mining
+        return {
+            "best_ap": self.best_ap, "best_step": self.best_step,
+            "mining": [m.mined, m.true, m.missing, m.found],
+            "teacher_seconds": self.teacher_seconds, "student_seconds": self.student_seconds,
+            "timed_steps": self.timed_steps,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Records:
+        return cls(
+            best_ap=state["best_ap"], best_step=state["best_step"],
+            mining=MiningCounts(*state["mining"]), teacher_seconds=state["teacher_seconds"],
+            student_seconds=state["student_seconds"], timed_steps=state["timed_steps"],
+        )
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batches of indices for steps ``start .. stop - 1`` (see ``batch_indices``)."""
+
+    def __init__(self, start: int, stop: int, size: int, batch: int, seed: int, ctx: Context):
+        self.start, self.stop, self.size, self.batch, self.seed, self.ctx = (
+            start, stop, size, batch, seed, ctx,
+        )
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield batch_indices(
+                step, self.size, self.batch, self.seed, self.ctx.rank, self.ctx.world_size
+            )
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+@torch.no_grad()
+def mine_batch(
+    teacher: LesionDetector, images: list[torch.Tensor], known: list[torch.Tensor], config: Config
+) -> list[torch.Tensor]:
+    """Mined boxes (Tensor[K, 4], image frame) of each image, from the teacher at ratio 1.0."""
+    predictions = teacher(images)
+    return [
+        mine(p["boxes"], p["scores"], k, config.mining.tau, config.mining.gt_nms_iou)[0]
+        for p, k in zip(predictions, known)
+    ]
+
+
+def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
+    current = config_to_dict(config)
+    stored = saved["config"]
+    differ = [
+        f"{section}.{key}"
+        for section, values in current.items() if isinstance(values, dict)
+        for key, value in values.items()
+        if stored.get(section, {}).get(key) != value and f"{section}.{key}" != "train.iterations"
+    ]
+    if differ:
+        raise ValueError(f"{path}: cannot resume with a different config ({', '.join(differ)})")
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train a student/teacher pair on ``config.data.root``; returns the run summary."""
+    out = Path(out_dir)
+    ctx = context(config.train.device)
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+
+    folder = DatasetFolder(config.data.root)
+    train_names = folder.volumes("train")
+    labels = folder.annotations(config.data.annotations).for_volumes(train_names)
+    truth = None
+    if folder.has(config.data.truth):
+        truth = folder.annotations(config.data.truth).for_volumes(train_names)
+    store = VolumeStore(folder, cache=config.data.cache_volumes)
+    dataset = KeySliceDataset(store, labels, config.data, truth,
+                              source=str(folder.root / config.data.annotations))
+
+    student = build_detector(config.model, config.data.num_slices).to(ctx.device)
+    teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
+    optimizer = torch.optim.SGD(
+        [p for p in student.parameters() if p.requires_grad],
+        lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
+    )
+    records, start = Records(), 0
+    last_path = out / "last.pt"
+    if resume:
+        saved = load_checkpoint(last_path)
+        _check_resumable(saved, config, last_path)
+        student.load_state_dict(saved["student"])
+        teacher.load_state_dict(saved["teacher"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+        records, start = Records.from_state(saved["records"]), int(saved["step"])
+    elif last_path.exists():
+        raise FileExistsError(f"{out} already holds a run: pass --resume, or choose another --out")
+    model = DistributedDataParallel(student) if ctx.world_size > 1 else student
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    logger = RunLogger(out, enabled=ctx.is_main)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
+        collate_fn=collate, num_workers=tc.num_workers,
+    )
+    bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
+               disable=not (progress and ctx.is_main), leave=False)
+    mining_on = config.mining.policy != "none"
+    done = start
+    for step, batch in enumerate(loader, start=start):
+        lr = learning_rate(step, tc.lr, tc.warmup_iterations)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = [s.image.to(ctx.device) for s in batch]
+        known = [s.boxes.to(ctx.device) for s in batch]
+
+        t0 = time.perf_counter()
+        mined = [torch.zeros((0, 4), device=ctx.device) for _ in batch]
+        if mining_on and step >= config.mining.start_iteration:
+            mined = mine_batch(teacher.module, images, known, config)
+        t1 = time.perf_counter()
+
+        ratio = resize_ratio(step, tc.seed, *tc.resize_range)
+        student_images, targets = [], []
+        for image, k, m in zip(images, known, mined):
+            resized, sx, sy = resize_image(image, ratio)
+            student_images.append(resized)
+            targets.append(targets_for_student(
+                scale_boxes(k, sx, sy), scale_boxes(m, sx, sy), config.mining.policy
+            ))
+        losses = model(student_images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {float(loss)} ({_floats(losses)})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        momentum = teacher.update(student)
+        t2 = time.perf_counter()
+
+        records.teacher_seconds += t1 - t0
+        records.student_seconds += t2 - t1
+        records.timed_steps += 1
+        batch_counts = _count_mining(batch, mined)
+        records.mining = records.mining + batch_counts
+        done = step + 1
+        bar.update(1)
+        if done % tc.log_every == 0 or done == tc.iterations:
+            logger.scalars(done, {
+                **{f"loss/{k}": v for k, v in _floats(losses).items()},
+                "loss/total": float(loss), "lr": lr, "ema/momentum": momentum,
+                "mining/mined_per_batch": float(batch_counts.mined),
+                "mining/mined_total": float(records.mining.mined),
+                "mining/precision": records.mining.precision,
+                "mining/recall": records.mining.recall,
+            })
+            bar.set_postfix(loss=f"{float(loss):.3f}", mined=records.mining.mined)
+        if ctx.is_main and folder.volumes("val") and (
+            done % tc.eval_every == 0 or done == tc.iterations
+        ):
+            result = validate(teacher.module, folder, store, config, ctx.device, progress=False)
+            logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg})
+            if result.ap > records.best_ap:
+                records.best_ap, records.best_step = result.ap, done
+                atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), done,
+                                       result.to_json()), out / "best.pt")
+        if ctx.is_main and (done % tc.checkpoint_every == 0 or done == tc.iterations):
+            atomic_save({
+                "student": student.state_dict(), "teacher": teacher.state_dict(),
+                "optimizer": optimizer.state_dict(), "step": done, "rng": rng_state(),
+                "config": config_to_dict(config), "records": records.state(),
+                "version": uld.__version__,
+            }, last_path)
+    bar.close()
+    summary = _summary(config, records, len(dataset), done)
+    if ctx.is_main:
+        atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
+                               {}), out / "model.pt")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.close()
+    return summary
+
+
+def _floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _count_mining(batch: list[Sample], mined: list[torch.Tensor]) -> MiningCounts:
+    total = MiningCounts()
+    for sample, boxes in zip(batch, mined):
+        if sample.truth is None:
+            total = total + MiningCounts(mined=int(boxes.shape[0]))
+        else:
+            total = total + mining_counts(boxes.cpu(), sample.boxes, sample.truth)
+    return total
+
+
+def _summary(config: Config, records: Records, n_samples: int, steps: int) -> dict:
+    timed = max(records.timed_steps, 1)
+    m = records.mining
+    return {
+        "steps": steps,
+        "training_samples": n_samples,
+        "policy": config.mining.policy,
+        "best_val_ap": records.best_ap if records.best_step >= 0 else None,
+        "best_step": records.best_step if records.best_step >= 0 else None,
+        "mined": m.mined,
+        "mined_true": m.true,
+        "mined_precision": None if m.mined == 0 else m.precision,
+        "missing_lesions_seen": m.missing,
+        "missing_lesions_found": m.found,
+        "mined_recall": None if m.missing == 0 else m.recall,
+        "seconds_per_step_teacher": records.teacher_seconds / timed,
+        "seconds_per_step_student": records.student_seconds / timed,
+    }

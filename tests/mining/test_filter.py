@@ -1,0 +1,54 @@
+import torch
+
+from uld.mining.diagnostics import mining_counts
+from uld.mining.filter import confident, gt_nms, mine
+from uld.mining.policy import targets_for_student
+
+GT = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+
+
+def test_gt_nms_drops_only_boxes_above_the_threshold():
+    preds = torch.tensor([
+        [0.0, 0.0, 10.0, 10.0],   # IoU 1.0 -> known lesion, dropped
+        [0.0, 0.0, 10.0, 13.0],   # IoU 100/130 = 0.769 -> dropped
+        [0.0, 0.0, 10.0, 14.3],   # IoU 100/143 = 0.699 -> kept
+        [50.0, 50.0, 60.0, 60.0],  # no overlap -> kept
+    ])
+    assert gt_nms(preds, GT, 0.7).tolist() == [False, False, True, True]
+
+
+def test_without_known_boxes_everything_passes_gt_nms():
+    preds = torch.rand(3, 4) * 5 + torch.tensor([0, 0, 6, 6])
+    assert gt_nms(preds, torch.zeros((0, 4)), 0.7).all()
+
+
+def test_confidence_filter_is_inclusive():
+    assert confident(torch.tensor([0.89, 0.9, 0.95]), 0.9).tolist() == [False, True, True]
+
+
+def test_mine_combines_both_filters():
+    preds = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [30, 30, 40, 40.0]])
+    scores = torch.tensor([0.99, 0.95, 0.5])
+    boxes, kept = mine(preds, scores, GT, tau=0.9, gt_nms_iou=0.7)
+    assert boxes.tolist() == [[50.0, 50.0, 60.0, 60.0]] and kept.tolist() == [0.949999988079071]
+
+
+def test_policies_differ_exactly_in_the_mined_boxes():
+    known = torch.tensor([[1.0, 1.0, 5.0, 5.0]])
+    mined = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
+    none = targets_for_student(known, mined, "none")
+    add = targets_for_student(known, mined, "add")
+    assert none["boxes"].tolist() == known.tolist()
+    assert add["boxes"].tolist() == [[1.0, 1.0, 5.0, 5.0], [10.0, 10.0, 20.0, 20.0]]
+    assert add["labels"].tolist() == [1, 1] and add["labels"].dtype == torch.int64
+    empty = targets_for_student(torch.zeros((0, 4)), torch.zeros((0, 4)), "add")
+    assert empty["boxes"].shape == (0, 4)
+
+
+def test_mining_counts():
+    truth = torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30], [40.0, 40, 50, 50]])
+    known = truth[:1]
+    mined = torch.tensor([[20.0, 20, 30, 31], [60.0, 60, 70, 70]])
+    c = mining_counts(mined, known, truth)
+    assert (c.mined, c.true, c.missing, c.found) == (2, 1, 2, 1)
+    assert c.precision == 0.5 and c.recall == 0.5

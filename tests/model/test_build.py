@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from uld.config import load_config
+from uld.model.build import build_detector, inflate_stem, load_densenet121_weights
+
+
+def _tiny():
+    return load_config("demo", ["model.small_channels=[8, 16]", "model.out_channels=16",
+                                "model.representation_size=32"]).model
+
+
+def _target(boxes):
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return {"boxes": b, "labels": torch.ones(len(b), dtype=torch.int64)}
+
+
+def test_losses_finite_with_negative_images():
+    torch.manual_seed(0)
+    model = build_detector(_tiny(), 9).train()
+    images = [torch.rand(9, 64, 64), torch.rand(9, 64, 64)]
+    losses = model(images, [_target([[10, 10, 30, 30]]), _target([])])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses = model(images, [_target([]), _target([])])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_detections_stay_in_the_input_frame():
+    model = build_detector(_tiny(), 9).eval()
+    with torch.no_grad():
+        out = model([torch.rand(9, 48, 80)])
+    boxes = out[0]["boxes"]
+    assert boxes.shape[1] == 4
+    if len(boxes):
+        assert float(boxes[:, 2].max()) <= 80 and float(boxes[:, 3].max()) <= 48
+
+
+def test_densenet_trunk_takes_nine_slices():
+    cfg = load_config(None, ["model.out_channels=32", "model.representation_size=32"]).model
+    model = build_detector(cfg, 9).eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 9, 64, 64))
+    assert feats.shape == (1, 32, 4, 4)  # stride 16 after dense block 3
+
+
+def test_inflated_stem_answers_a_grey_image_like_the_rgb_one():
+    w = torch.randn(4, 3, 7, 7)
+    grey = torch.rand(1, 1, 7, 7)
+    rgb = torch.nn.functional.conv2d(grey.repeat(1, 3, 1, 1), w)
+    nine = torch.nn.functional.conv2d(grey.repeat(1, 9, 1, 1), inflate_stem(w, 9))
+    assert torch.allclose(rgb, nine, atol=1e-5)
+
+
+def test_missing_pretrained_weights_fail_loudly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="densenet121-a639ec97.pth"):
+        load_densenet121_weights(tmp_path / "missing.pth")
+    cfg = load_config(None, [f"model.pretrained={tmp_path / 'missing.pth'}"]).model
+    with pytest.raises(FileNotFoundError, match="put the file there"):
+        build_detector(cfg, 9)
+
+
+def test_pretrained_weights_are_loaded_and_inflated(tmp_path):
+    from torchvision.models import densenet121
+
+    reference = densenet121(weights=None)
+    # the published file uses the old 'norm.1' key names and has no num_batches_tracked
+    state = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v
+             for k, v in reference.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "densenet121.pth")
+    cfg = load_config(None, [f"model.pretrained={tmp_path / 'densenet121.pth'}",
+                             "model.out_channels=32", "model.representation_size=32"]).model
+    model = build_detector(cfg, 9)
+    trunk = model.backbone
+    assert torch.equal(trunk[0].weight, inflate_stem(reference.features.conv0.weight, 9))
+    assert torch.equal(trunk[4].denselayer1.norm1.weight,
+                       reference.features.denseblock1.denselayer1.norm1.weight)

@@ -1,0 +1,32 @@
+from uld.train.distributed import batch_indices, resize_ratio
+from uld.train.schedule import learning_rate
+
+
+def test_warmup_then_constant():
+    assert learning_rate(0, 0.02, 100) == 0.002
+    assert abs(learning_rate(50, 0.02, 100) - 0.011) < 1e-12
+    assert learning_rate(100, 0.02, 100) == 0.02
+    assert learning_rate(10**6, 0.02, 100) == 0.02
+
+
+def test_batches_are_a_pure_function_of_the_step():
+    a = [batch_indices(s, 10, 4, seed=1) for s in range(10)]
+    b = [batch_indices(s, 10, 4, seed=1) for s in range(10)]
+    assert a == b
+    flat = [i for batch in a[:5] for i in batch]  # 20 samples = two epochs
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert a != [batch_indices(s, 10, 4, seed=2) for s in range(10)]
+
+
+def test_ranks_share_the_global_batch():
+    step = 3
+    whole = batch_indices(step, 50, 8, seed=0)
+    parts = [batch_indices(step, 50, 4, seed=0, rank=r, world_size=2) for r in range(2)]
+    assert parts[0] + parts[1] == whole
+
+
+def test_resize_ratio_in_range_and_reproducible():
+    ratios = [resize_ratio(s, 0, 0.8, 1.2) for s in range(50)]
+    assert all(0.8 <= r <= 1.2 for r in ratios)
+    assert ratios == [resize_ratio(s, 0, 0.8, 1.2) for s in range(50)]
+    assert resize_ratio(5, 0, 1.0, 1.0) == 1.0
