@@ -138,7 +138,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         [p for p in student.parameters() if p.requires_grad],
         lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
     )
-    records, start = Records(), 0
+    records, start, saved = Records(), 0, None
     last_path = out / "last.pt"
     if resume:
         saved = load_checkpoint(last_path)
@@ -146,7 +146,6 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         student.load_state_dict(saved["student"])
         teacher.load_state_dict(saved["teacher"])
         optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
         records, start = Records.from_state(saved["records"]), int(saved["step"])
     elif last_path.exists():
         raise FileExistsError(f"{out} already holds a run: pass --resume, or choose another --out")
@@ -160,11 +159,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         batch_sampler=StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
         collate_fn=collate, num_workers=tc.num_workers,
     )
+    batches = iter(loader)  # draws from the global RNG: restore the saved state after this
+    if saved is not None:
+        set_rng_state(saved["rng"])
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
     mining_on = config.mining.policy != "none"
     done = start
-    for step, batch in enumerate(loader, start=start):
+    for step, batch in enumerate(batches, start=start):
         lr = learning_rate(step, tc.lr, tc.warmup_iterations)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -205,13 +207,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         if done % tc.log_every == 0 or done == tc.iterations:
             logger.scalars(done, {
                 **{f"loss/{k}": v for k, v in _floats(losses).items()},
-                "loss/total": float(loss), "lr": lr, "ema/momentum": momentum,
+                "loss/total": float(loss.detach()), "lr": lr, "ema/momentum": momentum,
                 "mining/mined_per_batch": float(batch_counts.mined),
                 "mining/mined_total": float(records.mining.mined),
                 "mining/precision": records.mining.precision,
                 "mining/recall": records.mining.recall,
             })
-            bar.set_postfix(loss=f"{float(loss):.3f}", mined=records.mining.mined)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", mined=records.mining.mined)
         if ctx.is_main and folder.volumes("val") and (
             done % tc.eval_every == 0 or done == tc.iterations
         ):

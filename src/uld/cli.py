@@ -1,0 +1,153 @@
+"""The ``uld`` command line: thin subcommands over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
+
+    config = SynthConfig(
+        n_train=args.train, n_val=args.val, n_test=args.test, size=args.size, seed=args.seed,
+        missing=args.missing, missing_rate=args.missing_rate,
+    )
+    summary = write_synthetic_dataset(args.out, config, progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"dataset written to {args.out}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from uld.config import load_config
+    from uld.train.loop import train
+
+    overrides = [*args.set, f"data.root={args.data}"] if args.data else list(args.set)
+    config = load_config(args.config, overrides)
+    summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from uld.config import override
+    from uld.data.dataset import DatasetFolder
+    from uld.data.samples import VolumeStore
+    from uld.eval.detections import write_detections_json
+    from uld.infer.predict import load_model, predict_volumes
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config = load_model(args.model, device)
+    config = override(config, *args.set)
+    folder = DatasetFolder(args.data)
+    names = folder.volumes(args.split)
+    store = VolumeStore(folder, cache=False)
+    detections = predict_volumes(
+        model, ((n, store[n]) for n in names), config, device, not args.quiet, total=len(names)
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_detections_json(detections, out / "detections.json")
+    n = sum(len(t) for t in detections.values())
+    print(f"{n} tracklets in {len(names)} volumes written to {out / 'detections.json'}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from uld.eval.detections import read_detections, read_gt
+    from uld.eval.p3d import evaluate_p3d
+    from uld.eval.plots import plot_froc
+
+    gt = read_gt(args.gt, split=args.split)
+    result = evaluate_p3d(gt, read_detections(args.detections), args.iou)
+    print(result.format() if hasattr(result, "format") else json.dumps(result.to_json(), indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+    if args.plot:
+        plot_froc({Path(args.detections).stem: (result.fps, result.sens)}, args.plot)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from uld.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uld", description="Universal lesion detection that learns from incomplete labels."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic CT dataset with partial labels")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--missing", choices=["recist", "random"], default="recist",
+                   help="which lesions stay unlabeled in the train split (default: recist)")
+    p.add_argument("--missing-rate", type=float, default=0.5,
+                   help="share of lesions dropped by --missing random")
+    p.add_argument("--train", type=int, default=300, help="training volumes")
+    p.add_argument("--val", type=int, default=30, help="validation volumes")
+    p.add_argument("--test", type=int, default=60, help="test volumes")
+    p.add_argument("--size", type=int, default=128, help="slice width and height in pixels")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_synth)
+
+    p = sub.add_parser("train", help="train a student/teacher pair")
+    p.add_argument("--data", help="dataset folder (sets data.root)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="YAML file or preset name (demo, paper); default: paper")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set mining.policy=none")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("predict", help="detect 3D lesions in the volumes of a dataset split")
+    p.add_argument("--model", required=True, help="run folder or model file")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True, help="output folder (detections.json)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an inference value, e.g. --set infer.batch_size=32")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("evaluate", help="score detections against ground truth")
+    p.add_argument("--gt", required=True,
+                   help="Lesion Harvester annotation pickle, or a dataset folder (with --split)")
+    p.add_argument("--detections", required=True,
+                   help="detections.json, a folder holding it, or a Lesion Harvester pickle")
+    p.add_argument("--protocol", choices=["p3d"], default="p3d")
+    p.add_argument("--split", choices=["train", "val", "test"], help="split of a dataset folder")
+    p.add_argument("--iou", type=float, default=0.5, help="hit threshold (default 0.5)")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--plot", help="write the FROC curve to this PNG file")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
+    p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as exc:  # bad input: one line naming file, row or value
+        if args.debug:
+            raise
+        print(f"uld: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

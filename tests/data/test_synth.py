@@ -1,0 +1,320 @@
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from uld.data import synth
+from uld.data.dataset import DatasetFolder, check_boxes_in_volume, read_annotations
+from uld.data.synth import (
+    SIZE_BANDS,
+    SynthConfig,
+    Tissue,
+    format_summary,
+    generate_phantom,
+    generate_volume,
+    random_labels,
+    recist_labels,
+    size_band,
+    write_synthetic_dataset,
+)
+
+TINY = SynthConfig(n_train=6, n_val=2, n_test=2, size=64, seed=3)
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    summary = write_synthetic_dataset(root, TINY, progress=False)
+    return root, summary
+
+
+def test_same_seed_same_volume_different_seed_differs():
+    a, b = generate_phantom(TINY, 1), generate_phantom(TINY, 1)
+    assert np.array_equal(a.volume.hu, b.volume.hu) and a.volume.hu.dtype == np.int16
+    assert a.volume.spacing_xyz == b.volume.spacing_xyz
+    assert a.lesions == b.lesions and np.array_equal(a.lesion_map, b.lesion_map)
+    other = generate_phantom(SynthConfig(n_train=6, n_val=2, n_test=2, size=64, seed=4), 1)
+    assert other.volume.shape != a.volume.shape or not np.array_equal(other.volume.hu, a.volume.hu)
+
+
+def test_a_volume_does_not_depend_on_the_others_or_on_missingness():
+    small = generate_volume(TINY, 1)[0]
+    large = generate_volume(SynthConfig(n_train=50, size=64, seed=3, missing="random"), 1)[0]
+    assert np.array_equal(small.hu, large.hu)
+
+
+def test_written_dataset_is_deterministic(dataset, tmp_path):
+    root, summary = dataset
+    again = write_synthetic_dataset(tmp_path, TINY, progress=False)
+    assert again == summary
+    for name in ("splits.csv", "annotations.csv", "annotations_full.csv", "lesions.csv",
+                 "dataset.json"):
+        assert (root / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    folder_a, folder_b = DatasetFolder(root), DatasetFolder(tmp_path)
+    for name in folder_a.volumes():
+        assert np.array_equal(folder_a.read_volume(name).hu, folder_b.read_volume(name).hu)
+
+
+def test_dataset_round_trips_through_the_reader(dataset):
+    root, _ = dataset
+    folder = DatasetFolder(root)
+    assert folder.volumes("train") == [f"synth_{i:05d}" for i in range(6)]
+    assert folder.volumes("val") == ["synth_00006", "synth_00007"]
+    assert folder.volumes("test") == ["synth_00008", "synth_00009"]
+    info = folder.info()
+    assert info["format"] == "uld-dataset" and info["version"] == 1
+    assert SynthConfig(**info["generator"]) == TINY
+    partial, full = folder.annotations(), folder.annotations("annotations_full.csv")
+    assert len(partial) > 0 and len(full) > len(partial)
+    assert set(partial.extra) == {"lesion"}
+    for name in folder.volumes():
+        volume, lesions = generate_volume(TINY, int(name[-5:]))
+        read = folder.read_volume(name)
+        assert read.hu.dtype == np.int16 and np.array_equal(read.hu, volume.hu)
+        assert np.allclose(read.spacing_xyz, volume.spacing_xyz)
+        assert np.allclose(read.direction, volume.direction)
+        assert np.allclose(read.origin_xyz, volume.origin_xyz)
+        assert len(full.for_volumes([name])) == sum(len(les.z) for les in lesions)
+
+
+def test_boxes_lie_inside_their_image_and_volume(dataset):
+    root, _ = dataset
+    folder = DatasetFolder(root)
+    for filename in ("annotations.csv", "annotations_full.csv"):
+        table = folder.annotations(filename)
+        assert np.all(table.boxes >= 0) and np.all(table.z >= 0)
+        for name in folder.volumes():
+            shape = folder.read_volume(name).shape
+            check_boxes_in_volume(table, name, shape, filename)
+    for row in _rows(root / "lesions.csv"):
+        shape = folder.read_volume(row["volume"]).shape
+        x1, y1, z1, x2, y2, z2 = (float(row[c]) for c in ("x1", "y1", "z1", "x2", "y2", "z2"))
+        assert 0 <= x1 < x2 <= shape[2] and 0 <= y1 < y2 <= shape[1] and 0 <= z1 < z2 <= shape[0]
+        assert z1 <= int(row["key_z"]) < z2
+
+
+@pytest.mark.parametrize("index", [0, 3, 6, 9])
+def test_key_slice_is_the_largest_cross_section_and_boxes_match_the_mask(index):
+    phantom = generate_phantom(TINY, index)
+    assert phantom.lesions, "the tiny config should place lesions"
+    for les in phantom.lesions:
+        mask = phantom.lesion_map == les.index + 1
+        areas = mask.sum(axis=(1, 2))
+        assert areas[les.key_z] == areas.max()
+        assert les.z == tuple(np.flatnonzero(areas >= TINY.min_cross_section_px).tolist())
+        for z, box in zip(les.z, les.boxes_xyxy):
+            rows = np.flatnonzero(mask[z].any(axis=1))
+            cols = np.flatnonzero(mask[z].any(axis=0))
+            assert box == (cols[0], rows[0], cols[-1] + 1.0, rows[-1] + 1.0)
+        assert les.key_box_xyxy == les.box_on(les.key_z)
+        x1, y1, z1, x2, y2, z2 = les.box3d
+        assert (z1, z2) == (les.z[0], les.z[-1] + 1)
+        boxes = np.array(les.boxes_xyxy)
+        assert (x1, y1, x2, y2) == (boxes[:, 0].min(), boxes[:, 1].min(),
+                                    boxes[:, 2].max(), boxes[:, 3].max())
+        assert les.diameter_mm > 0 and les.organ in synth.LESION_KINDS
+        assert les.kind in synth.LESION_KINDS[les.organ]
+
+
+def test_csvs_hold_what_a_user_and_the_oracle_have(dataset):
+    root, _ = dataset
+    splits = {r["volume"]: r["split"] for r in _rows(root / "splits.csv")}
+    lesions = {(r["volume"], r["lesion"]): r for r in _rows(root / "lesions.csv")}
+    partial = _rows(root / "annotations.csv")
+    full = _rows(root / "annotations_full.csv")
+    assert all(r["key"] == "1" for r in partial)
+    got = {(r["volume"], r["lesion"]) for r in partial}
+    assert len(got) == len(partial)  # one key box per labeled lesion
+    assert got == {k for k, r in lesions.items() if r["labeled"] == "1"}
+    for r in partial:
+        assert r["z"] == lesions[(r["volume"], r["lesion"])]["key_z"]
+    keys = defaultdict(list)
+    for r in full:
+        keys[(r["volume"], r["lesion"])].append(r["z"] if r["key"] == "1" else None)
+    for k, zs in keys.items():
+        assert [z for z in zs if z is not None] == [lesions[k]["key_z"]]
+    assert set(keys) == set(lesions)
+    for (volume, _), r in lesions.items():
+        if splits[volume] != "train":
+            assert r["labeled"] == "1"
+
+
+def test_recist_selection_by_hand():
+    organs = ["liver", "liver", "liver", "lung"]
+    # largest first: the 15 mm liver lesion is the third in its organ
+    assert recist_labels([15, 30, 20, 9.9], organs).tolist() == [False, True, True, False]
+    d = [11, 12, 13, 14, 15, 16, 5]
+    o = ["a", "b", "c", "d", "e", "f", "g"]
+    assert recist_labels(d, o).tolist() == [False, True, True, True, True, True, False]
+    assert recist_labels([10.0, 10.0], ["a", "a"], max_per_organ=1).tolist() == [True, False]
+    assert recist_labels([], []).shape == (0,)
+
+
+def _assert_recist(rows, config):
+    by_volume = defaultdict(list)
+    for r in rows:
+        by_volume[r["volume"]].append(r)
+    for group in by_volume.values():
+        labeled = [r for r in group if r["labeled"] == "1"]
+        assert len(labeled) <= config.recist_max_per_volume
+        per_organ = defaultdict(list)
+        for r in labeled:
+            assert float(r["diameter_mm"]) >= config.recist_min_diameter_mm
+            per_organ[r["organ"]].append(float(r["diameter_mm"]))
+        assert all(len(v) <= config.recist_max_per_organ for v in per_organ.values())
+        for r in group:  # an eligible lesion left out was crowded out by larger ones
+            d = float(r["diameter_mm"])
+            if r["labeled"] == "0" and d >= config.recist_min_diameter_mm:
+                organ_full = len(per_organ[r["organ"]]) == config.recist_max_per_organ \
+                    and min(per_organ[r["organ"]]) >= d
+                volume_full = len(labeled) == config.recist_max_per_volume \
+                    and min(float(x["diameter_mm"]) for x in labeled) >= d
+                assert organ_full or volume_full
+
+
+def test_recist_rules_hold_in_the_written_dataset(dataset):
+    root, _ = dataset
+    splits = {r["volume"]: r["split"] for r in _rows(root / "splits.csv")}
+    rows = [r for r in _rows(root / "lesions.csv") if splits[r["volume"]] == "train"]
+    _assert_recist(rows, TINY)
+
+
+def test_recist_caps_bind_with_many_lesions():
+    config = SynthConfig(n_train=8, n_val=0, n_test=0, size=64, seed=5, lesions_per_volume=(8, 8),
+                         lesions_mean=8.0, diameter_median_mm=14.0)
+    rows = []
+    for i in range(config.n_train):
+        for les in generate_volume(config, i)[1]:
+            rows.append({"volume": les.volume, "organ": les.organ, "labeled": str(int(les.labeled)),
+                         "diameter_mm": str(les.diameter_mm)})
+    _assert_recist(rows, config)
+    crowded = [r for r in rows if r["labeled"] == "0" and float(r["diameter_mm"]) >= 10]
+    assert crowded, "with 8 lesions per volume some eligible lesions must be crowded out"
+
+
+def test_random_missingness_rate():
+    rng = np.random.default_rng(0)
+    assert abs(random_labels(20000, 0.3, rng).mean() - 0.7) < 0.015
+    config = SynthConfig(n_train=24, n_val=3, n_test=0, size=48, seed=2, missing="random",
+                         missing_rate=0.5)
+    train, val = [], []
+    for i in range(config.n_volumes):
+        lesions = generate_volume(config, i)[1]
+        (train if i < config.n_train else val).extend(les.labeled for les in lesions)
+    assert len(train) > 60
+    assert abs(1 - np.mean(train) - 0.5) < 0.2
+    assert all(val)
+
+
+def test_vessels_run_through_every_slice():
+    for index in (0, 4):
+        phantom = generate_phantom(TINY, index)
+        vessel = phantom.tissue == Tissue.VESSEL
+        assert vessel.any(axis=(1, 2)).all()
+        labels, n = ndimage.label(vessel, structure=np.ones((3, 3, 3)))
+        assert n >= 2  # aorta, vena cava and smaller vessels (some may touch)
+        for i in range(1, n + 1):
+            assert (labels == i).any(axis=(1, 2)).all(), f"vessel {i} ends inside volume {index}"
+
+
+def test_default_geometry_and_hounsfield_units():
+    config = SynthConfig()
+    for index in range(3):
+        phantom = generate_phantom(config, index)
+        hu, tissue = phantom.volume.hu.astype(float), phantom.tissue
+        sx, sy, sz = phantom.volume.spacing_xyz
+        assert 2.4 <= sx == sy <= 2.8 and sz in config.slice_spacings_mm
+        assert phantom.volume.shape[1:] == (128, 128) and 24 <= phantom.volume.shape[0] <= 40
+        assert np.median(hu[tissue == Tissue.AIR]) < -950
+        assert -130 < np.median(hu[tissue == Tissue.SUBCUTANEOUS_FAT]) < -60
+        vessel = hu[tissue == Tissue.VESSEL]  # small vessels lose contrast to the blur
+        assert np.median(vessel) > 80 and 150 < np.percentile(vessel, 90) < 300
+        assert np.median(hu[tissue == Tissue.BONE]) > 150
+        if (tissue == Tissue.LIVER).any():
+            assert 60 < np.median(hu[tissue == Tissue.LIVER]) < 130
+        corner = hu[:, :12, :12]  # air far from the body: pure noise
+        assert abs(corner.mean() + 1000) < 5 and 8 < corner.std() < 27
+
+
+def test_summary_agrees_with_the_csvs(dataset):
+    root, summary = dataset
+    splits = {r["volume"]: r["split"] for r in _rows(root / "splits.csv")}
+    lesions = {(r["volume"], r["lesion"]): r for r in _rows(root / "lesions.csv")}
+    for split in ("train", "val", "test"):
+        rows = [r for k, r in lesions.items() if splits[k[0]] == split]
+        assert summary["splits"][split]["volumes"] == sum(s == split for s in splits.values())
+        assert summary["splits"][split]["lesions"] == len(rows)
+        assert summary["splits"][split]["labeled"] == sum(r["labeled"] == "1" for r in rows)
+    train = [r for k, r in lesions.items() if splits[k[0]] == "train"]
+    unlabeled = sum(r["labeled"] == "0" for r in train)
+    assert summary["train_unlabeled_share"] == pytest.approx(unlabeled / len(train), abs=1e-4)
+    # visible lesions on training slices, from the annotation files alone
+    partial = read_annotations(root / "annotations.csv")
+    full = read_annotations(root / "annotations_full.csv")
+    boxed = {(v, int(z), lesion) for v, z, lesion in zip(partial.volume, partial.z,
+                                                         partial.extra["lesion"])}
+    train_slices = {(v, int(z)) for v, z in zip(partial.volume, partial.z) if splits[v] == "train"}
+    counts = {b: [0, 0] for b in SIZE_BANDS}
+    for v, z, lesion in zip(full.volume, full.z, full.extra["lesion"]):
+        if (v, int(z)) in train_slices:
+            band = size_band(float(lesions[(v, lesion)]["diameter_mm"]))
+            counts[band][0] += 1
+            counts[band][1] += (v, int(z), lesion) not in boxed
+    table = summary["training_slice_visible_by_size"]
+    assert summary["training_slices"] == len(train_slices)
+    for band, (visible, missing) in counts.items():
+        assert (table[band]["visible"], table[band]["unlabeled"]) == (visible, missing)
+    assert table["all"]["visible"] == sum(c[0] for c in counts.values())
+    assert json.loads((root / "dataset.json").read_text())["summary"] == summary
+    text = format_summary(summary)
+    assert "train lesions left unlabeled" in text and ">=30 mm" in text
+
+
+def test_an_interrupted_run_never_looks_complete(tmp_path, monkeypatch):
+    config = SynthConfig(n_train=3, n_val=1, n_test=1, size=48, seed=1)
+    write_synthetic_dataset(tmp_path, config, progress=False)
+    assert (tmp_path / "dataset.json").is_file()
+    calls = []
+
+    def failing_write(volume, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(synth, "write_volume", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_synthetic_dataset(tmp_path, config, progress=False)
+    assert not (tmp_path / "dataset.json").exists()
+
+
+def test_stale_volumes_are_removed(tmp_path):
+    write_synthetic_dataset(tmp_path, SynthConfig(n_train=3, n_val=0, n_test=0, size=48),
+                            progress=False)
+    write_synthetic_dataset(tmp_path, SynthConfig(n_train=2, n_val=0, n_test=0, size=48),
+                            progress=False)
+    names = sorted(p.name for p in (tmp_path / "volumes").iterdir())
+    assert names == ["synth_00000.nii.gz", "synth_00001.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"missing": "all"}, "missing"), ({"missing_rate": 1.5}, "missing_rate"),
+     ({"size": 8}, "size"), ({"depth": (10, 5)}, "depth"),
+     ({"slice_spacing_weights": (1.0,)}, "slice_spacing_weights")],
+)
+def test_bad_config_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"SynthConfig.{field}"):
+        SynthConfig(**kwargs)
+
+
+def test_index_outside_the_dataset_is_refused():
+    with pytest.raises(IndexError, match="volume index 10"):
+        generate_volume(TINY, 10)
