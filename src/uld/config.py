@@ -54,6 +54,8 @@ class ModelConfig:
     anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     representation_size: int = 1024
+    roi_sampling_ratio: int = 2
+    """RoIAlign samples per bin side (torchvision's default 2; 1 is 4x cheaper on CPU)."""
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000

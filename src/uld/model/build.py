@@ -164,7 +164,9 @@ def build_detector(config: ModelConfig, in_channels: int) -> LesionDetector:
         nms_thresh=0.7,
     )
     roi_heads = RoIHeads(
-        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+        box_roi_pool=MultiScaleRoIAlign(
+            featmap_names=["0"], output_size=7, sampling_ratio=config.roi_sampling_ratio
+        ),
         box_head=TwoMLPHead(backbone.out_channels * 7 * 7, config.representation_size),
         box_predictor=FastRCNNPredictor(config.representation_size, num_classes=2),
         fg_iou_thresh=0.5,
