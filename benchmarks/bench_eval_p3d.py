@@ -19,7 +19,10 @@ from uld.eval.detections import Detections, GroundTruth, read_gt
 from uld.eval.p3d import evaluate_p3d, match_p3d, p3d_metrics
 
 T = TypeVar("T")
-DEFAULT_GT = Path("/work/shared/deeplesion/lesion_harvester/Revised-Test1071.pkl")
+DEFAULT_GT = (
+    Path(__file__).resolve().parents[2] / "shared" / "deeplesion" / "lesion_harvester"
+    / "Revised-Test1071.pkl"
+)
 
 
 def random_detections(gt: GroundTruth, n_tracklets: int, seed: int) -> Detections:

@@ -19,7 +19,7 @@ from uld.safe_pickle import (
     load_pickle,
 )
 
-REAL = Path("/work/shared/deeplesion")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "deeplesion"  # ../shared beside the repo
 
 
 class _RunsCode:

@@ -21,7 +21,7 @@ from uld.eval.detections import (
 )
 from uld.safe_pickle import UnsafePickleError, load_pickle
 
-LH = Path("/work/shared/deeplesion/lesion_harvester")
+LH = Path(__file__).resolve().parents[3] / "shared" / "deeplesion" / "lesion_harvester"
 
 
 def _box(*values: float) -> np.ndarray:

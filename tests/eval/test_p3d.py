@@ -23,7 +23,8 @@ from uld.eval.p3d import (
 )
 from uld.eval.plots import plot_froc
 
-REVISED_TEST = Path("/work/shared/deeplesion/lesion_harvester/Revised-Test1071.pkl")
+REVISED_TEST = (Path(__file__).resolve().parents[3] / "shared" / "deeplesion" / "lesion_harvester"
+                / "Revised-Test1071.pkl")
 
 
 def B(*xyxy: float) -> np.ndarray:

@@ -225,6 +225,9 @@ class SynthConfig:
     """Share of volumes whose first slices reach into the lungs."""
     min_cross_section_px: int = 2
     """A lesion has a 2D box only on slices where its cross-section has this many pixels."""
+    lesion_contrast: float = 1.0
+    """Multiplies each lesion's difference from the tissue it replaces (1 = the HU of its kind;
+    above 1 makes a benchmark easier to learn in a short budget)."""
 
     def __post_init__(self) -> None:
         for name in ("pixel_spacing_mm", "slice_spacings_mm", "slice_spacing_weights", "depth",
@@ -243,6 +246,8 @@ class SynthConfig:
             raise bad("n_train", "n_train + n_val + n_test must be at most 100000 (5-digit names)")
         if self.size < 32:
             raise bad("size", "must be >= 32 pixels")
+        if not self.lesion_contrast > 0:
+            raise bad("lesion_contrast", "must be positive")
         if self.missing not in ("recist", "random"):
             raise bad("missing", "must be 'recist' or 'random'")
         if not 0.0 <= self.missing_rate <= 1.0:
@@ -1093,7 +1098,7 @@ def _place_lesions(
                 continue
             zs, boxes, key_z, diam = measured
             h = canvas.hu[shape.region]
-            h += (shape.value - h) * shape.alpha
+            h += config.lesion_contrast * (shape.value - h) * shape.alpha
             lesion_map[shape.region][shape.mask] = len(lesions) + 1
             box_arr = np.asarray(boxes)
             lesions.append(Lesion(
