@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from uld.safe_pickle import (
     PickleReadError,
     UnsafePickleError,
-    atomic_write_bytes,
     dump_pickle,
     load_pickle,
 )
@@ -173,21 +171,3 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         dump_pickle({"f": lambda: None}, path)
     assert load_pickle(path) == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.pkl"]
-
-
-def test_atomic_write_bytes_replaces_and_cleans_up(tmp_path: Path) -> None:
-    path = tmp_path / "a" / "b.bin"
-    atomic_write_bytes(b"one", path)
-    atomic_write_bytes(b"two", path)
-    assert path.read_bytes() == b"two"
-    assert [p.name for p in path.parent.iterdir()] == ["b.bin"]
-    readonly = tmp_path / "ro"
-    readonly.mkdir()
-    readonly.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        if os.access(readonly, os.W_OK):  # running as root: permissions are not enforced
-            pytest.skip("permissions not enforced")
-        with pytest.raises(OSError):
-            atomic_write_bytes(b"x", readonly / "c.bin")
-    finally:
-        readonly.chmod(stat.S_IRWXU)

@@ -60,10 +60,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from uld.eval.detections import read_detections, read_gt
     from uld.eval.p3d import evaluate_p3d
     from uld.eval.plots import plot_froc
+    from uld.report import format_p3d
 
     gt = read_gt(args.gt, split=args.split)
     result = evaluate_p3d(gt, read_detections(args.detections), args.iou)
-    print(result.format() if hasattr(result, "format") else json.dumps(result.to_json(), indent=2))
+    print(format_p3d(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
     if args.plot:

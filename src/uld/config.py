@@ -49,6 +49,8 @@ class ModelConfig:
     pretrained: str = ""
     """'' = random initialisation; a path to a DenseNet-121 state dict = ImageNet start."""
     small_channels: tuple[int, ...] = (32, 64, 128, 128)
+    small_norm: Literal["group", "batch"] = "group"
+    """Normalisation in the small backbone's conv blocks."""
     out_channels: int = 512
     """Channels of the feature map the RPN and RoI head see (a 1x1 projection of the trunk)."""
     anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96)

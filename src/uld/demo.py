@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
-from uld.config import Config, load_config, override
+from uld.config import Config, config_to_dict, load_config, override
 from uld.data.dataset import DatasetFolder
 from uld.data.samples import KeySliceDataset, VolumeStore
 from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
@@ -52,8 +53,8 @@ def demo_settings(quick: bool) -> tuple[SynthConfig, tuple[str, ...]]:
     if quick:
         return (
             SynthConfig(n_train=60, n_val=8, n_test=16, seed=0),
-            ("train.iterations=150", "train.eval_every=75", "train.checkpoint_every=75",
-             "mining.start_iteration=50", "train.warmup_iterations=25"),
+            ("train.iterations=450", "train.eval_every=225", "train.checkpoint_every=225",
+             "mining.start_iteration=150", "train.warmup_iterations=50"),
         )
     return SynthConfig(n_train=200, n_val=20, n_test=40, seed=0), ()
 
@@ -68,16 +69,28 @@ def _ensure_dataset(root: Path, synth: SynthConfig, progress: bool) -> None:
 
 
 def _train_or_reuse(config: Config, run_dir: Path, progress: bool) -> None:
+    """Train, resume an interrupted run, or reuse a finished one made with the same config."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(config):
+        raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
     if (run_dir / "model.pt").is_file():
         return
     train(config, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> Path:
-    """Run the demo into ``out``; returns the path of ``report.md``."""
+def run_demo(
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    progress: bool = True,
+    settings: tuple[SynthConfig, tuple[str, ...]] | None = None,
+) -> Path:
+    """Run the demo into ``out``; returns the path of ``report.md``.
+
+    ``settings`` (dataset, config overrides) replaces :func:`demo_settings` (tests use it).
+    """
     started = time.perf_counter()
     out = Path(out)
-    synth, extra = demo_settings(quick)
+    synth, extra = settings or demo_settings(quick)
     data = out / "data"
     _ensure_dataset(data, synth, progress)
     base = load_config("demo", [f"data.root={data}", *extra])

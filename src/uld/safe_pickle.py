@@ -27,13 +27,13 @@ from __future__ import annotations
 import codecs
 import collections
 import io
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from uld.atomic import write_bytes
 
 try:  # numpy >= 2 (and 1.26's forward-compatible alias)
     from numpy._core import multiarray as _multiarray
@@ -45,7 +45,6 @@ except ImportError:  # pragma: no cover - numpy < 1.26
 __all__ = [
     "PickleReadError",
     "UnsafePickleError",
-    "atomic_write_bytes",
     "dump_pickle",
     "load_pickle",
 ]
@@ -144,30 +143,11 @@ def load_pickle(path: str | Path) -> Any:
             raise PickleReadError(f"{path}: not a readable pickle ({first})") from exc
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Creates the parent folder. On any failure the temporary file is removed and ``path`` is
-    left as it was. Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def dump_pickle(obj: Any, path: str | Path, protocol: int = 4) -> Path:
-    """Pickle ``obj`` to ``path`` atomically (see :func:`atomic_write_bytes`); returns ``path``.
+    """Pickle ``obj`` to ``path`` atomically (:func:`uld.atomic.write_bytes`); returns ``path``.
 
     Protocol 4 by default (readable by Python >= 3.4). Only objects that
     :func:`load_pickle` can read back should be written: plain containers, numbers and
     numpy arrays/scalars.
     """
-    return atomic_write_bytes(pickle.dumps(obj, protocol=protocol), path)
+    return write_bytes(path, pickle.dumps(obj, protocol=protocol))

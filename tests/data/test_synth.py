@@ -231,7 +231,8 @@ def test_default_geometry_and_hounsfield_units():
         phantom = generate_phantom(config, index)
         hu, tissue = phantom.volume.hu.astype(float), phantom.tissue
         sx, sy, sz = phantom.volume.spacing_xyz
-        assert 2.4 <= sx == sy <= 2.8 and sz in config.slice_spacings_mm
+        lo, hi = config.pixel_spacing_mm
+        assert lo <= sx == sy <= hi and sz in config.slice_spacings_mm
         assert phantom.volume.shape[1:] == (128, 128) and 24 <= phantom.volume.shape[0] <= 40
         assert np.median(hu[tissue == Tissue.AIR]) < -950
         assert -130 < np.median(hu[tissue == Tissue.SUBCUTANEOUS_FAT]) < -60

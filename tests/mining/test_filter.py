@@ -48,7 +48,8 @@ def test_policies_differ_exactly_in_the_mined_boxes():
 def test_mining_counts():
     truth = torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30], [40.0, 40, 50, 50]])
     known = truth[:1]
-    mined = torch.tensor([[20.0, 20, 30, 31], [60.0, 60, 70, 70]])
+    # on a missing lesion, on nothing, and a shifted copy of the known lesion (IoU 100/132)
+    mined = torch.tensor([[20.0, 20, 30, 31], [60.0, 60, 70, 70], [0.0, 0, 10, 13.2]])
     c = mining_counts(mined, known, truth)
-    assert (c.mined, c.true, c.missing, c.found) == (2, 1, 2, 1)
-    assert c.precision == 0.5 and c.recall == 0.5
+    assert (c.mined, c.true, c.missing, c.found) == (3, 1, 2, 1)
+    assert c.precision == 1 / 3 and c.recall == 0.5

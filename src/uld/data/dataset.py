@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from uld.atomic import write_text
 from uld.data.volume import Volume, read_volume
 
 SPLITS = ("train", "val", "test")
@@ -156,18 +155,6 @@ def read_annotations(path: str | Path) -> Annotations:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Write a CSV atomically (no half-written file on failure)."""
     import io
@@ -177,7 +164,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[o
     writer.writerow(header)
     for row in rows:
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-    _atomic_write_text(Path(path), buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def read_splits(path: str | Path) -> dict[str, str]:

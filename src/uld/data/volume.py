@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from uld.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,5 @@ def write_volume(volume: Volume, path: str | Path) -> None:
     image.SetSpacing(volume.spacing_xyz)
     image.SetOrigin(volume.origin_xyz)
     image.SetDirection(volume.direction)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, suffix="".join(path.suffixes) or ".nii.gz") as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)

@@ -66,7 +66,8 @@ from typing import Any
 
 import numpy as np
 
-from uld.safe_pickle import atomic_write_bytes, dump_pickle, load_pickle
+from uld.atomic import write_text
+from uld.safe_pickle import dump_pickle, load_pickle
 
 __all__ = [
     "DETECTIONS_FILENAME",
@@ -589,7 +590,7 @@ def write_detections_json(detections: Mapping[str, Any], path: str | Path) -> Pa
         path = path / DETECTIONS_FILENAME
     flat = flatten_detections(detections)
     text = json.dumps(_json_document(flat), allow_nan=False, separators=(",", ":"))
-    return atomic_write_bytes(text.encode("utf-8"), path)
+    return write_text(path, text)
 
 
 def write_detections_pickle(detections: Mapping[str, Any], path: str | Path) -> Path:

@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from uld.atomic import write_bytes
 from uld.eval.p3d import FP_RATES, froc_sensitivity
-from uld.safe_pickle import atomic_write_bytes
 
 __all__ = ["plot_froc"]
 
@@ -68,4 +68,4 @@ def plot_froc(
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    return atomic_write_bytes(buffer.getvalue(), path)
+    return write_bytes(path, buffer.getvalue())

@@ -12,9 +12,9 @@ from torchvision.ops import box_iou
 class MiningCounts:
     """Counts for one image or summed over many.
 
-    mined: boxes mined; true: mined boxes on a true lesion (IoU >= 0.5);
-    missing: true lesions on the slice without a known box; found: missing lesions hit by a
-    mined box.
+    mined: boxes mined; true: mined boxes on a lesion that had no known box (IoU >= 0.5; a
+    box on an already known lesion is not a find); missing: true lesions on the slice without
+    a known box; found: missing lesions hit by a mined box.
     """
 
     mined: int = 0
@@ -51,7 +51,7 @@ def mining_counts(
     missing = truth[~_hits(truth, known, iou)]
     return MiningCounts(
         mined=int(mined.shape[0]),
-        true=int(_hits(mined, truth, iou).sum()),
+        true=int(_hits(mined, missing, iou).sum()),
         missing=int(missing.shape[0]),
         found=int(_hits(missing, mined, iou).sum()),
     )

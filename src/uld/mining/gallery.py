@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
+from uld.atomic import atomic_path
 from uld.config import Config
 from uld.data.samples import KeySliceDataset
 from uld.mining.filter import mine
+
+DISPLAY_HU = (-160.0, 240.0)
 
 
 def _draw(ax, boxes: torch.Tensor, color: str, style: str = "-") -> None:
@@ -49,12 +49,15 @@ def mined_gallery(
             break
     columns = 4
     rows = max(1, -(-len(found) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(3 * columns, 3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     centre = config.data.num_slices // 2
+    low, high = config.data.window_hu  # show a soft-tissue window (-160..240 HU) of the input
+    shown = ((DISPLAY_HU[0] - low) / (high - low), (DISPLAY_HU[1] - low) / (high - low))
     for ax, (sample, boxes, scores) in zip(axes.flat, found):
-        ax.imshow(sample.image[centre].numpy(), cmap="gray", vmin=0.2, vmax=0.35)
+        ax.imshow(sample.image[centre].numpy(), cmap="gray", vmin=shown[0], vmax=shown[1])
         if sample.truth is not None:
             _draw(ax, sample.truth, "white", "--")
         _draw(ax, sample.boxes, "lime")
@@ -64,9 +67,6 @@ def mined_gallery(
     if not found:
         axes.flat[0].text(0.5, 0.5, "no box mined", ha="center", va="center")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     return len(found)

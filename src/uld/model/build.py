@@ -57,14 +57,19 @@ class LesionDetector(GeneralizedRCNN):
         super().__init__(backbone, rpn, roi_heads, transform)
 
 
-def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    groups = 8 if c_out % 8 == 0 else 1
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
+
+
+def _conv_block(c_in: int, c_out: int, stride: int, norm: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.GroupNorm(groups, c_out),
+        _norm(norm, c_out),
         nn.ReLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.GroupNorm(groups, c_out),
+        _norm(norm, c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -72,11 +77,13 @@ def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 class SmallBackbone(nn.Sequential):
     """A few conv blocks for CPU runs: stride 2 on every block but the last (stride 8 for 4)."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, channels: tuple[int, ...], out_channels: int, norm: str = "group"
+    ) -> None:
         layers: list[nn.Module] = []
         c_in = in_channels
         for i, c in enumerate(channels):
-            layers.append(_conv_block(c_in, c, stride=2 if i < len(channels) - 1 else 1))
+            layers.append(_conv_block(c_in, c, 2 if i < len(channels) - 1 else 1, norm))
             c_in = c
         layers.append(nn.Conv2d(c_in, out_channels, 1))
         super().__init__(*layers)
@@ -134,7 +141,9 @@ class DenseNetTrunk(nn.Sequential):
 def build_backbone(config: ModelConfig, in_channels: int) -> nn.Module:
     """The feature extractor named by ``config.backbone``; it has ``out_channels``."""
     if config.backbone == "small":
-        return SmallBackbone(in_channels, config.small_channels, config.out_channels)
+        return SmallBackbone(
+            in_channels, config.small_channels, config.out_channels, config.small_norm
+        )
     if config.backbone == "densenet121":
         return DenseNetTrunk(in_channels, config.out_channels, config.pretrained)
     raise ValueError(f"unknown backbone {config.backbone!r}")
