@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from uld.atomic import atomic_path, write_bytes, write_text
@@ -9,6 +11,9 @@ def test_write_replaces_and_leaves_no_temporary_file(tmp_path):
     write_text(path, "two")
     assert path.read_bytes() == b"two"
     assert [p.name for p in path.parent.iterdir()] == ["b.bin"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

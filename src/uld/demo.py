@@ -53,7 +53,7 @@ def demo_settings(quick: bool) -> tuple[SynthConfig, tuple[str, ...]]:
     if quick:
         return (
             SynthConfig(n_train=60, n_val=8, n_test=16, seed=0),
-            ("train.iterations=450", "train.eval_every=225", "train.checkpoint_every=225",
+            ("train.iterations=400", "train.eval_every=400", "train.checkpoint_every=200",
              "mining.start_iteration=150", "train.warmup_iterations=50"),
         )
     return SynthConfig(n_train=200, n_val=20, n_test=40, seed=0), ()

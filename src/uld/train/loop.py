@@ -174,8 +174,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         known = [s.boxes.to(ctx.device) for s in batch]
 
         t0 = time.perf_counter()
+        mining_now = mining_on and step >= config.mining.start_iteration
         mined = [torch.zeros((0, 4), device=ctx.device) for _ in batch]
-        if mining_on and step >= config.mining.start_iteration:
+        if mining_now:
             mined = mine_batch(teacher.module, images, known, config)
         t1 = time.perf_counter()
 
@@ -200,7 +201,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         records.teacher_seconds += t1 - t0
         records.student_seconds += t2 - t1
         records.timed_steps += 1
-        batch_counts = _count_mining(batch, mined)
+        batch_counts = _count_mining(batch, mined) if mining_now else MiningCounts()
         records.mining = records.mining + batch_counts
         done = step + 1
         bar.update(1)
