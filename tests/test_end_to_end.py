@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -122,3 +123,23 @@ def test_cli_names_bad_input(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--quiet"])
     assert code == 2
     assert "row 2: split 'training'" in capsys.readouterr().err
+
+
+def test_two_process_ddp_training_on_cpu(dataset, tmp_path):
+    """torchrun with two CPU processes (gloo): rank 0 alone writes the run folder."""
+    run = tmp_path / "ddp"
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "uld.cli",
+               "train", "--config", "demo", "--data", str(dataset), "--out", str(run), "--quiet"]
+    command += [a for s in [*TINY, "train.iterations=4", "train.eval_every=2",
+                            "train.checkpoint_every=2"] for a in ("--set", s)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"steps": 4') == 1  # one report, from rank 0
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["step"] == 4 and (run / "model.pt").is_file()
+    assert json.loads((run / "summary.json").read_text())["mined"] > 0

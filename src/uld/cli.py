@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,8 @@ def _train(args: argparse.Namespace) -> None:
     overrides = [*args.set, f"data.root={args.data}"] if args.data else list(args.set)
     config = load_config(args.config, overrides)
     summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process reports
+        print(json.dumps(summary, indent=2))
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import uld
+from uld.atomic import write_text
 from uld.config import Config, config_to_dict, save_config
 from uld.data.dataset import DatasetFolder
 from uld.data.samples import KeySliceDataset, Sample, VolumeStore, collate
@@ -101,6 +102,20 @@ def mine_batch(
     ]
 
 
+def student_batch(
+    images: list[torch.Tensor], known: list[torch.Tensor], mined: list[torch.Tensor],
+    ratio: float, policy: str,
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The student's view of a batch: every image resized by ``ratio``, and its known and mined
+    boxes (image frame) scaled alike and combined as the mining ``policy`` says."""
+    resized, targets = [], []
+    for image, k, m in zip(images, known, mined):
+        out, sx, sy = resize_image(image, ratio)
+        resized.append(out)
+        targets.append(targets_for_student(scale_boxes(k, sx, sy), scale_boxes(m, sx, sy), policy))
+    return resized, targets
+
+
 def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
     current = config_to_dict(config)
     stored = saved["config"]
@@ -165,6 +180,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
     mining_on = config.mining.policy != "none"
+    has_val = bool(folder.volumes("val"))
     done = start
     for step, batch in enumerate(batches, start=start):
         lr = learning_rate(step, tc.lr, tc.warmup_iterations)
@@ -181,14 +197,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         t1 = time.perf_counter()
 
         ratio = resize_ratio(step, tc.seed, *tc.resize_range)
-        student_images, targets = [], []
-        for image, k, m in zip(images, known, mined):
-            resized, sx, sy = resize_image(image, ratio)
-            student_images.append(resized)
-            targets.append(targets_for_student(
-                scale_boxes(k, sx, sy), scale_boxes(m, sx, sy), config.mining.policy
-            ))
-        losses = model(student_images, targets)
+        losses = model(*student_batch(images, known, mined, ratio, config.mining.policy))
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {float(loss)} ({_floats(losses)})")
@@ -215,9 +224,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 "mining/recall": records.mining.recall,
             })
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", mined=records.mining.mined)
-        if ctx.is_main and folder.volumes("val") and (
-            done % tc.eval_every == 0 or done == tc.iterations
-        ):
+        if ctx.is_main and has_val and (done % tc.eval_every == 0 or done == tc.iterations):
             result = validate(teacher.module, folder, store, config, ctx.device, progress=False)
             logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg})
             if result.ap > records.best_ap:
@@ -232,11 +239,15 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 "version": uld.__version__,
             }, last_path)
     bar.close()
+    if ctx.world_size > 1:  # every rank mined its own share of each global batch
+        counts = torch.tensor(records.state()["mining"], dtype=torch.int64)
+        torch.distributed.all_reduce(counts)
+        records.mining = MiningCounts(*counts.tolist())
     summary = _summary(config, records, len(dataset), done)
     if ctx.is_main:
         atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
                                {}), out / "model.pt")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     logger.close()
     return summary
 
