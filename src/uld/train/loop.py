@@ -137,6 +137,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
+    if not config.data.root:
+        raise ValueError("no dataset: pass --data DIR (or --set data.root=DIR)")
     folder = DatasetFolder(config.data.root)
     train_names = folder.volumes("train")
     labels = folder.annotations(config.data.annotations).for_volumes(train_names)
