@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import torch
+
+from uld.config import load_config
+from uld.data.dataset import DataError, DatasetFolder, write_csv
+from uld.data.samples import KeySliceDataset, VolumeStore
+from uld.data.stack import window
+from uld.data.volume import Volume, write_volume
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    hu = (np.arange(6)[:, None, None] * 100 - 300 + np.zeros((6, 16, 20))).astype(np.int16)
+    write_volume(Volume(hu, (1.0, 1.0, 2.0)), tmp_path / "volumes" / "v.nii.gz")
+    write_csv(tmp_path / "splits.csv", ["volume", "split"], [["v", "train"]])
+    write_csv(tmp_path / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2", "key"], [
+        ["v", 2, 1.0, 1.0, 5.0, 5.0, 1],
+        ["v", 2, 8.0, 8.0, 12.0, 12.0, 1],
+        ["v", 4, 1.0, 1.0, 5.0, 5.0, 0],  # not a key slice: a target only where sampled
+    ])
+    return DatasetFolder(tmp_path)
+
+
+def test_a_sample_is_the_windowed_stack_around_a_key_slice_with_all_its_boxes(folder):
+    config = load_config(None, ["data.num_slices=3", "data.window_hu=[-500, 500]"]).data
+    labels = folder.annotations()
+    dataset = KeySliceDataset(VolumeStore(folder), labels, config, truth=labels)
+    assert len(dataset) == 1
+    sample = dataset[0]
+    assert (sample.volume, sample.z) == ("v", 2)
+    assert sample.image.shape == (3, 16, 20) and sample.image.dtype == torch.float32
+    # 2 mm spacing on 2 mm slices: slices 1, 2, 3 = -200, -100, 0 HU
+    expected = window(np.array([-200.0, -100.0, 0.0]), -500, 500)
+    assert torch.allclose(sample.image[:, 0, 0], torch.from_numpy(expected))
+    assert sample.boxes.tolist() == [[1, 1, 5, 5], [8, 8, 12, 12]]
+    assert sample.truth is not None and sample.truth.shape == (2, 4)
+
+
+def test_a_box_outside_its_image_is_named_with_its_row(folder):
+    write_csv(folder.root / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2"],
+              [["v", 2, 1.0, 1.0, 25.0, 5.0]])
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), load_config().data,
+                              source="annotations.csv")
+    with pytest.raises(DataError, match=r"annotations.csv, row 2: .* outside the image"):
+        dataset[0]
