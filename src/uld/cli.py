@@ -15,7 +15,7 @@ def _synth(args: argparse.Namespace) -> None:
 
     config = SynthConfig(
         n_train=args.train, n_val=args.val, n_test=args.test, size=args.size, seed=args.seed,
-        missing=args.missing, missing_rate=args.missing_rate,
+        missing=args.missing, missing_rate=args.missing_rate, lesion_contrast=args.lesion_contrast,
     )
     summary = write_synthetic_dataset(args.out, config, progress=not args.quiet)
     print(format_summary(summary))
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=30, help="validation volumes")
     p.add_argument("--test", type=int, default=60, help="test volumes")
     p.add_argument("--size", type=int, default=128, help="slice width and height in pixels")
+    p.add_argument("--lesion-contrast", type=float, default=2.0,
+                   help="multiplies lesion-to-tissue contrast (1 = each kind's HU; default 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_synth)
 
