@@ -251,6 +251,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                                {}), out / "model.pt")
         write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     logger.close()
+    if ctx.world_size > 1:  # leave together: a rank exiting early can abort the others (gloo)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return summary
 
 
