@@ -28,7 +28,13 @@ def _train(args: argparse.Namespace) -> None:
 
     overrides = [*args.set, f"data.root={args.data}"] if args.data else list(args.set)
     config = load_config(args.config, overrides)
-    summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    try:
+        summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    finally:  # under torchrun a failed rank must still close gloo/NCCL before exiting
+        import torch.distributed
+
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process reports
         print(json.dumps(summary, indent=2))
 
