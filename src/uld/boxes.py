@@ -54,23 +54,3 @@ def iou_plus1(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
     union = area_a[:, None] + area_b[None, :] - inter
     return inter / np.maximum(1e-6, union)
-
-
-def clip(boxes_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Clip boxes to an image of ``height`` rows and ``width`` columns."""
-    b = as_boxes(boxes_xyxy).copy()
-    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
-    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
-    return b
-
-
-def scale(boxes_xyxy: np.ndarray, sx: float, sy: float | None = None) -> np.ndarray:
-    """Boxes of an image resized by ``sx`` along x and ``sy`` (default ``sx``) along y."""
-    sy = sx if sy is None else sy
-    return as_boxes(boxes_xyxy) * np.array([sx, sy, sx, sy])
-
-
-def is_valid(boxes_xyxy: np.ndarray) -> np.ndarray:
-    """``(N,)`` bool: finite and ``x1 < x2``, ``y1 < y2``."""
-    b = as_boxes(boxes_xyxy)
-    return np.isfinite(b).all(axis=1) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])

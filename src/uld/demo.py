@@ -123,7 +123,7 @@ def run_demo(
     table = results_table(rows)
     summaries = {r.name: json.loads((out / r.name / "summary.json").read_text()) for r in RUNS}
     minutes = (time.perf_counter() - started) / 60
-    report = _report(table, summaries, DatasetFolder(data).info(), n_mined, minutes, quick)
+    report = _report(table, summaries, folder.info(), n_mined, minutes, quick)
     path = out / "report.md"
     path.write_text(report)
     print(table)

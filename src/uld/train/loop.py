@@ -31,6 +31,7 @@ from uld.config import Config, config_to_dict, save_config
 from uld.data.dataset import DatasetFolder
 from uld.data.samples import KeySliceDataset, Sample, VolumeStore, collate
 from uld.data.transforms import resize_image, scale_boxes
+from uld.eval.detections import read_gt
 from uld.mining.diagnostics import MiningCounts, mining_counts
 from uld.mining.ema import EMATeacher
 from uld.mining.filter import mine
@@ -182,7 +183,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
     mining_on = config.mining.policy != "none"
-    has_val = bool(folder.volumes("val"))
+    val_gt = read_gt(folder.root, split="val") if folder.volumes("val") else None
     done = start
     for step, batch in enumerate(batches, start=start):
         lr = learning_rate(step, tc.lr, tc.warmup_iterations)
@@ -226,8 +227,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 "mining/recall": records.mining.recall,
             })
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", mined=records.mining.mined)
-        if ctx.is_main and has_val and (done % tc.eval_every == 0 or done == tc.iterations):
-            result = validate(teacher.module, folder, store, config, ctx.device, progress=False)
+        if ctx.is_main and val_gt and (done % tc.eval_every == 0 or done == tc.iterations):
+            result = validate(teacher.module, store, val_gt, config, ctx.device)
             logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg})
             if result.ap > records.best_ap:
                 records.best_ap, records.best_step = result.ap, done

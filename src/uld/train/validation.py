@@ -6,25 +6,23 @@ import torch
 from torch import nn
 
 from uld.config import Config
-from uld.data.dataset import DatasetFolder
 from uld.data.samples import VolumeStore
-from uld.eval.detections import read_gt
+from uld.eval.detections import GroundTruth
 from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.predict import predict_volumes
 
 
 def validate(
     model: nn.Module,
-    folder: DatasetFolder,
     store: VolumeStore,
+    gt: GroundTruth,
     config: Config,
     device: torch.device | str = "cpu",
-    split: str = "val",
     progress: bool = False,
 ) -> P3DResult:
-    """Predict every volume of ``split`` and score the tracklets against its annotations."""
-    names = folder.volumes(split)
+    """Predict every volume of ``gt`` (read once by the caller with ``read_gt``) and score the
+    tracklets against its boxes."""
     detections = predict_volumes(
-        model, ((n, store[n]) for n in names), config, device, progress, total=len(names)
+        model, ((n, store[n]) for n in gt), config, device, progress, total=len(gt)
     )
-    return evaluate_p3d(read_gt(folder.root, split=split), detections, config.eval.iou)
+    return evaluate_p3d(gt, detections, config.eval.iou)
