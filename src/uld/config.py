@@ -25,8 +25,11 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class DataConfig:
     """Where the data is and how a 2.5D sample is built from it."""
 
+    format: Literal["folder", "deeplesion"] = "folder"
+    """``folder``: the generic dataset format v1 (README); ``deeplesion``: a DeepLesion tree
+    (``Images_png/``, ``DL_info.csv``) with the Lesion Harvester annotation files."""
     root: str = ""
-    """Dataset folder in the generic format v1 (see README)."""
+    """Dataset folder (either format)."""
     annotations: str = "annotations.csv"
     """Boxes the student is trained on (relative to ``root``); ``annotations_full.csv`` = oracle."""
     truth: str = "annotations_full.csv"
@@ -37,6 +40,22 @@ class DataConfig:
     """Distance between neighbouring slices of the stack, by linear interpolation."""
     window_hu: tuple[float, float] = (-1024.0, 3071.0)
     """Intensity window mapped linearly to [0, 1]."""
+    pixel_spacing_mm: float = 0.8
+    """Slices are resampled in-plane to this pixel size (boxes alike); 0 keeps the scan's."""
+    max_size: int = 512
+    """Longer side of a resampled slice at most this many pixels (0: no cap)."""
+    body_crop: bool = False
+    """Crop each slice to the body (HU > -768 after an opening) before resampling (MULAN)."""
+    on_bad_input: Literal["stop", "skip"] = "stop"
+    """A bad row, file or box: ``stop`` the run with its message, or ``skip`` it (counted and
+    reported in the run summary)."""
+    dl_info: str = "DL_info.csv"
+    """DeepLesion: the lesion table, relative to ``root`` (or absolute)."""
+    harvester_dir: str = "lesion_harvester"
+    """DeepLesion: folder of Lesion Harvester's ``Revised-*.pkl`` files, relative to ``root``
+    (or absolute): the fully annotated validation, test and hard-negative sub-volumes."""
+    drop_noisy: bool = True
+    """DeepLesion: leave out lesions marked ``Possibly_noisy`` (as MULAN and Lesion Harvester)."""
     cache_volumes: bool = True
     """Keep every decoded volume in memory (fine for the synthetic benchmark)."""
 
@@ -46,8 +65,10 @@ class ModelConfig:
     """Faster R-CNN parts; see ``uld.model.build``."""
 
     backbone: Literal["small", "densenet121"] = "densenet121"
-    pretrained: str = ""
-    """'' = random initialisation; a path to a DenseNet-121 state dict = ImageNet start."""
+    pretrained: str = "imagenet"
+    """DenseNet-121 start: ``imagenet`` = torchvision's ImageNet weights from the torch cache
+    (``~/.cache/torch/hub/checkpoints/densenet121-a639ec97.pth``), a path = that state dict,
+    ``''`` = random initialisation. A missing file stops the run (never a silent random start)."""
     small_channels: tuple[int, ...] = (32, 64, 128, 128)
     small_norm: Literal["group", "batch"] = "group"
     """Normalisation in the small backbone's conv blocks."""

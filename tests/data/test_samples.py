@@ -23,7 +23,8 @@ def folder(tmp_path):
 
 
 def test_a_sample_is_the_windowed_stack_around_a_key_slice_with_all_its_boxes(folder):
-    config = load_config(None, ["data.num_slices=3", "data.window_hu=[-500, 500]"]).data
+    config = load_config(None, ["data.num_slices=3", "data.window_hu=[-500, 500]",
+                                "data.pixel_spacing_mm=0"]).data
     labels = folder.annotations()
     dataset = KeySliceDataset(VolumeStore(folder), labels, config, truth=labels)
     assert len(dataset) == 1
@@ -35,6 +36,15 @@ def test_a_sample_is_the_windowed_stack_around_a_key_slice_with_all_its_boxes(fo
     assert torch.allclose(sample.image[:, 0, 0], torch.from_numpy(expected))
     assert sample.boxes.tolist() == [[1, 1, 5, 5], [8, 8, 12, 12]]
     assert sample.truth is not None and sample.truth.shape == (2, 4)
+
+
+def test_samples_are_resampled_to_the_configured_pixel_size_with_their_boxes(folder):
+    config = load_config(None, ["data.num_slices=3", "data.pixel_spacing_mm=0.8"]).data
+    sample = KeySliceDataset(VolumeStore(folder), folder.annotations(), config)[0]
+    # 1 mm pixels -> 0.8 mm: 16 x 20 becomes 20 x 25 and every box grows by 1.25
+    assert sample.image.shape == (3, 20, 25)
+    assert sample.boxes.tolist() == [[1.25, 1.25, 6.25, 6.25], [10, 10, 15, 15]]
+    assert np.allclose(sample.frame.to_native(sample.boxes.numpy()), [[1, 1, 5, 5], [8, 8, 12, 12]])
 
 
 def test_a_box_outside_its_image_is_named_with_its_row(folder):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from uld.config import load_config
-from uld.model.build import build_detector, inflate_stem, load_densenet121_weights
+from uld.model.build import build_detector, inflate_stem, load_densenet121_weights, pretrained_file
 
 
 def _tiny():
@@ -37,7 +37,8 @@ def test_detections_stay_in_the_input_frame():
 
 
 def test_densenet_trunk_takes_nine_slices():
-    cfg = load_config(None, ["model.out_channels=32", "model.representation_size=32"]).model
+    cfg = load_config(None, ["model.pretrained=", "model.out_channels=32",
+                             "model.representation_size=32"]).model
     model = build_detector(cfg, 9).eval()
     with torch.no_grad():
         feats = model.backbone(torch.rand(1, 9, 64, 64))
@@ -75,3 +76,21 @@ def test_pretrained_weights_are_loaded_and_inflated(tmp_path):
     assert torch.equal(trunk[0].weight, inflate_stem(reference.features.conv0.weight, 9))
     assert torch.equal(trunk[4].denselayer1.norm1.weight,
                        reference.features.denseblock1.denselayer1.norm1.weight)
+
+
+def test_imagenet_weights_come_from_the_torch_cache(tmp_path, monkeypatch):
+    from torchvision.models import densenet121
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints" / "densenet121-a639ec97.pth"
+    assert pretrained_file("imagenet") == cache
+    cfg = load_config(None, ["model.out_channels=32", "model.representation_size=32"]).model
+    assert cfg.pretrained == "imagenet"  # the paper's start is the default
+    with pytest.raises(FileNotFoundError, match=r"hub/checkpoints/densenet121-a639ec97.pth not found"):
+        build_detector(cfg, 9)
+    cache.parent.mkdir(parents=True)
+    cache.write_text("<html>not a checkpoint</html>")
+    with pytest.raises(ValueError, match=r"not a readable PyTorch state dict"):
+        build_detector(cfg, 9)
+    torch.save(densenet121(weights=None).state_dict(), cache)
+    assert build_detector(cfg, 9).backbone.out_channels == 32

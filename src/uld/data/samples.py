@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from uld.config import DataConfig
 from uld.data.dataset import Annotations, DatasetFolder, check_boxes_in_volume
-from uld.data.stack import slice_stacks, window
+from uld.data.preprocess import Frame, prepare_stacks
 from uld.data.volume import Volume
 
 
@@ -30,21 +30,16 @@ class VolumeStore:
         return volume
 
 
-def stack_image(volume: Volume, centres: np.ndarray, config: DataConfig) -> np.ndarray:
-    """Windowed stacks ``(K, S, Y, X)`` float32 in [0, 1] around ``centres`` of ``volume``."""
-    stacks = slice_stacks(
-        volume.hu, centres, volume.spacing_xyz[2], config.slice_spacing_mm, config.num_slices
-    )
-    return window(stacks, *config.window_hu)
-
-
 @dataclass(frozen=True)
 class Sample:
     """One training sample.
 
-    image (FloatTensor[S, H, W]): windowed stack in [0, 1]; the centre channel is slice ``z``.
-    boxes (FloatTensor[N, 4]): labeled boxes on slice ``z`` (x1, y1, x2, y2 pixels); N may be 0.
+    image (FloatTensor[S, H, W]): windowed stack in [0, 1], resampled and cropped as
+        ``uld.data.preprocess`` says; the centre channel is slice ``z``.
+    boxes (FloatTensor[N, 4]): labeled boxes on slice ``z`` in the image's pixels
+        (x1, y1, x2, y2, clipped to the image); N may be 0.
     truth (FloatTensor[M, 4] | None): every true lesion on the slice, when known (diagnostics).
+    frame: native slice pixels -> image pixels (``frame.to_native`` maps boxes back).
     """
 
     image: torch.Tensor
@@ -52,6 +47,7 @@ class Sample:
     truth: torch.Tensor | None
     volume: str
     z: int
+    frame: Frame = field(default_factory=Frame)
 
 
 class KeySliceDataset(torch.utils.data.Dataset):
@@ -88,19 +84,29 @@ class KeySliceDataset(torch.utils.data.Dataset):
         if name not in self._checked:
             check_boxes_in_volume(self.labels, name, volume.shape, self.source)
             self._checked.add(name)
-        image = stack_image(volume, np.array([z]), self.config)[0]
+        [(image, frame)] = prepare_stacks(volume, np.array([z]), self.config)
         truth = None
         if self.truth is not None:
-            truth = torch.as_tensor(
-                self.truth.get((name, z), np.zeros((0, 4))), dtype=torch.float32
-            ).reshape(-1, 4)
+            truth = _model_boxes(self.truth.get((name, z), np.zeros((0, 4))), frame)
         return Sample(
             image=torch.from_numpy(image),
-            boxes=torch.as_tensor(self.boxes[(name, z)], dtype=torch.float32).reshape(-1, 4),
+            boxes=_model_boxes(self.boxes[(name, z)], frame),
             truth=truth,
             volume=name,
             z=z,
+            frame=frame,
         )
+
+
+def _model_boxes(native_xyxy: np.ndarray, frame: Frame) -> torch.Tensor:
+    """Native boxes -> FloatTensor[N, 4] in the model image, clipped to it; boxes that lose
+    all area (outside a body crop) are dropped."""
+    boxes = frame.to_model(native_xyxy)
+    height, width = frame.shape_yx
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4)
 
 
 def collate(samples: list[Sample]) -> list[Sample]:

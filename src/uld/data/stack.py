@@ -54,9 +54,13 @@ def slice_stacks(
     return low + weight * (high - low)
 
 
-def window(hu: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map HU linearly so that ``low -> 0`` and ``high -> 1``, clipped to [0, 1]; float32."""
+def window(hu: np.ndarray, low: float, high: float, top: float = 1.0) -> np.ndarray:
+    """Map HU linearly so that ``low -> 0`` and ``high -> top``, clipped; float32.
+
+    ``top = 1`` gives [0, 1] (what ``uld`` feeds its detectors); ``top = 255`` gives the
+    0..255 range of the paper's MMDetection pipeline.
+    """
     if not high > low:
         raise ValueError(f"window needs low < high, got ({low}, {high})")
-    out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.clip(out, 0.0, 1.0)
+    out = (np.asarray(hu, dtype=np.float32) - np.float32(low)) * np.float32(top / (high - low))
+    return np.clip(out, 0.0, np.float32(top))

@@ -47,19 +47,17 @@ class Volume:
         return np.asarray(self.origin_xyz) + (idx * np.asarray(self.spacing_xyz)) @ d.T
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI (or any SimpleITK-readable) file as a :class:`Volume`.
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "unreadable"
 
-    Raises ``ValueError`` naming the file when it cannot be read or is not 3D.
-    """
-    path = Path(path)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise ValueError(f"{path}: cannot read image ({first})") from exc
+
+def _volume(image: sitk.Image, where: Path) -> Volume:
     if image.GetDimension() != 3:
-        raise ValueError(f"{path}: expected a 3D image, got {image.GetDimension()}D")
+        raise ValueError(f"{where}: expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        channels = image.GetNumberOfComponentsPerPixel()
+        raise ValueError(f"{where}: expected one value per voxel, got {channels}")
     hu = sitk.GetArrayFromImage(image)
     if not np.issubdtype(hu.dtype, np.integer):
         hu = hu.astype(np.float32)
@@ -71,7 +69,70 @@ def read_volume(path: str | Path) -> Volume:
             direction=tuple(float(d) for d in image.GetDirection()),
         )
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI (or any SimpleITK-readable) file as a :class:`Volume`, axes as stored.
+
+    Raises ``ValueError`` naming the file when it cannot be read or is not 3D.
+    """
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+    return _volume(image, path)
+
+
+def _dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as exc:
+        raise ValueError(f"{folder}: cannot list DICOM series ({_first_line(exc)})") from exc
+    if not series:
+        raise ValueError(f"{folder}: no DICOM series in this folder")
+    if len(series) > 1:
+        shown = ", ".join(series[:3]) + (" ..." if len(series) > 3 else "")
+        raise ValueError(
+            f"{folder}: {len(series)} DICOM series in one folder ({shown}); give one series per folder"
+        )
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()  # applies RescaleSlope/Intercept: values are HU
+    except RuntimeError as exc:
+        raise ValueError(f"{folder}: cannot read the DICOM series ({_first_line(exc)})") from exc
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    return image
+
+
+def read_scan(path: str | Path) -> Volume:
+    """A user's CT scan as axial slices: a NIfTI (or other SimpleITK) file, or a folder
+    holding one DICOM series.
+
+    The image is reoriented (``sitk.DICOMOrient(image, "LPS")``, a permutation/flip of the
+    array, no resampling) so that ``hu[z]`` is an axial slice, rows run anterior to
+    posterior and columns right to left (the radiological view); the geometry (origin,
+    direction) is updated with it, so millimetre positions are unchanged.
+    """
+    path = Path(path)
+    if path.is_dir():
+        image = _dicom_series(path)
+    elif path.is_file():
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+        if image.GetDimension() == 2:
+            image = sitk.JoinSeries(image)
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if image.GetDimension() == 3:
+        image = sitk.DICOMOrient(image, "LPS")
+    return _volume(image, path)
 
 
 def write_volume(volume: Volume, path: str | Path) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from uld.config import Config, config_from_dict
-from uld.data.samples import stack_image
+from uld.data.preprocess import prepare_stacks
 from uld.data.volume import Volume
 from uld.infer.link import SliceDetections, Tracklet, link_by_iou
 from uld.model.build import LesionDetector, build_detector
@@ -28,19 +28,22 @@ def detect_slices(
 ) -> list[SliceDetections]:
     """Run ``model`` (eval mode) on every slice of ``volume`` (or on ``slices``), batched.
 
-    Each slice is the centre of a windowed 2.5D stack built as in training.
+    Each slice is the centre of a 2.5D stack prepared exactly as in training
+    (:func:`uld.data.preprocess.prepare_stacks`); boxes are returned in the volume's own
+    pixels (x = column, y = row of ``volume.hu[z]``).
     """
     model.eval()
     zs = np.arange(volume.shape[0]) if slices is None else np.asarray(list(slices), dtype=int)
     out: list[SliceDetections] = []
     for start in range(0, len(zs), config.infer.batch_size):
         batch_z = zs[start : start + config.infer.batch_size]
-        images = torch.from_numpy(stack_image(volume, batch_z, config.data)).to(device)
-        for z, pred in zip(batch_z, model(list(images))):
+        prepared = prepare_stacks(volume, batch_z, config.data)
+        images = [torch.from_numpy(image).to(device) for image, _ in prepared]
+        for z, (_, frame), pred in zip(batch_z, prepared, model(images)):
             out.append(
                 SliceDetections(
                     z=int(z),
-                    boxes=pred["boxes"].cpu().numpy().astype(np.float64),
+                    boxes=frame.to_native(pred["boxes"].cpu().numpy().astype(np.float64)),
                     scores=pred["scores"].cpu().numpy().astype(np.float64),
                 )
             )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import densenet121
+from torchvision.models import DenseNet121_Weights, densenet121
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
@@ -101,19 +102,41 @@ _OLD_DENSE_KEY = re.compile(
 )
 
 
-def load_densenet121_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read ImageNet DenseNet-121 weights (torchvision's ``densenet121-*.pth``).
+IMAGENET = "imagenet"
+"""``model.pretrained`` value that names torchvision's ImageNet DenseNet-121 weights."""
 
-    Raises FileNotFoundError saying where the file must go; never falls back to random.
+
+def pretrained_file(spec: str) -> Path:
+    """Where the weights named by ``model.pretrained`` live.
+
+    ``"imagenet"``: torchvision's ``DenseNet121_Weights.IMAGENET1K_V1`` in the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints/densenet121-a639ec97.pth``, where ``torchvision`` puts it
+    when it downloads); anything else: a path to a state dict file.
     """
-    path = Path(path).expanduser()
+    if spec == IMAGENET:
+        name = Path(urlparse(DenseNet121_Weights.IMAGENET1K_V1.url).path).name
+        return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return Path(spec).expanduser()
+
+
+def load_densenet121_weights(spec: str | Path) -> dict[str, torch.Tensor]:
+    """Read ImageNet DenseNet-121 weights: ``"imagenet"`` (torch cache) or a file path.
+
+    Nothing is downloaded and nothing falls back to random weights: a missing file raises
+    FileNotFoundError saying where to put it and where to get it.
+    """
+    path = pretrained_file(str(spec))
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained weights {path} not found: download torchvision's DenseNet-121 ImageNet "
-            "weights (densenet121-a639ec97.pth) and put the file there, or set "
-            "model.pretrained='' to start from random weights on purpose"
+            f"weights ({DenseNet121_Weights.IMAGENET1K_V1.url}) and put the file there (or name "
+            "another copy with model.pretrained=PATH), or set model.pretrained='' to start from "
+            "random weights on purpose"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated download, an HTML error page saved as .pth, ...
+        raise ValueError(f"{path}: not a readable PyTorch state dict ({exc})") from exc
     # torchvision's published file names dense-layer parts 'norm.1' where the model has 'norm1'.
     return {_OLD_DENSE_KEY.sub(r"\1\2", k): v for k, v in state.items()}
 
