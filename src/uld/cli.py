@@ -44,7 +44,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     from uld.config import override
     from uld.data.dataset import DatasetFolder
-    from uld.data.samples import VolumeStore
+    from uld.data.sources import VolumeStore
     from uld.eval.detections import write_detections_json
     from uld.infer.predict import load_model, predict_volumes
 

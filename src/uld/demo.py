@@ -19,7 +19,8 @@ import yaml
 
 from uld.config import Config, config_to_dict, load_config, override
 from uld.data.dataset import DatasetFolder
-from uld.data.samples import KeySliceDataset, VolumeStore
+from uld.data.samples import KeySliceDataset
+from uld.data.sources import VolumeStore
 from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
 from uld.eval.detections import read_gt, write_detections_json
 from uld.eval.p3d import P3DResult, evaluate_p3d

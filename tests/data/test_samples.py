@@ -54,3 +54,41 @@ def test_a_box_outside_its_image_is_named_with_its_row(folder):
                               source="annotations.csv")
     with pytest.raises(DataError, match=r"annotations.csv, row 2: .* outside the image"):
         dataset[0]
+
+
+def test_skip_mode_drops_a_box_outside_its_image_and_keeps_the_rest(folder):
+    write_csv(folder.root / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2"],
+              [["v", 2, 1.0, 1.0, 25.0, 5.0], ["v", 2, 2.0, 2.0, 6.0, 6.0]])
+    config = load_config(None, ["data.on_bad_input=skip", "data.pixel_spacing_mm=0"]).data
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), config, source="annotations.csv")
+    assert dataset[0].boxes.tolist() == [[2, 2, 6, 6]]
+    assert len(dataset.skipped) == 1 and "annotations.csv, row 2" in dataset.skipped[0]
+
+
+def test_skip_mode_replaces_an_unreadable_volume_by_the_next_sample(folder):
+    empty = Volume(np.zeros((3, 8, 8), dtype=np.int16), (1.0, 1.0, 2.0))
+    write_volume(empty, folder.root / "volumes" / "w.nii.gz")
+    write_csv(folder.root / "splits.csv", ["volume", "split"], [["v", "train"], ["w", "train"]])
+    write_csv(folder.root / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2"],
+              [["w", 1, 1.0, 1.0, 4.0, 4.0], ["v", 2, 1.0, 1.0, 5.0, 5.0]])
+    (folder.root / "volumes" / "w.nii.gz").write_bytes(b"broken")
+    folder = DatasetFolder(folder.root)
+    stop = load_config(None, ["data.pixel_spacing_mm=0"]).data
+    with pytest.raises(ValueError, match=r"w.nii.gz: cannot read image"):
+        KeySliceDataset(VolumeStore(folder), folder.annotations(), stop)[0]
+    skip = load_config(None, ["data.on_bad_input=skip", "data.pixel_spacing_mm=0"]).data
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), skip)
+    assert dataset[0].volume == "v" and len(dataset.skipped) == 1
+
+
+def test_skip_mode_leaves_bad_csv_rows_out_and_names_them(folder):
+    write_csv(folder.root / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2"], [
+        ["v", 2, 1.0, 1.0, 5.0, 5.0], ["v", 2, 9.0, 1.0, 5.0, 5.0],
+        ["v", "x", 1, 1, 2, 2], ["nope", 1, 1, 1, 2, 2],
+    ])
+    with pytest.raises(DataError, match=r"annotations.csv, row 3: box .* needs x1 < x2"):
+        folder.annotations()
+    skipped: list[str] = []
+    table = folder.annotations(on_error="skip", skipped=skipped)
+    assert len(table) == 1 and table.row.tolist() == [2]
+    assert [m.split(": ")[0].rsplit(", ", 1)[1] for m in skipped] == ["row 3", "row 4", "row 5"]

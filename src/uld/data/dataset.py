@@ -109,40 +109,60 @@ def _float(value: str, path: Path, row: int, column: str) -> float:
     return out
 
 
-def read_annotations(path: str | Path) -> Annotations:
-    """Read and validate an ``annotations.csv``. Row numbers count the header as row 1."""
+def _parse_row(row: dict, header: list[str], path: Path, number: int) -> tuple[str, int, list[float], bool]:
+    if None in row or any(row.get(c) is None for c in header):
+        raise DataError(f"{path}, row {number}: expected {len(header)} fields")
+    volume = check_volume_name(row["volume"].strip(), f"{path}, row {number}")
+    z = _float(row["z"], path, number, "z")
+    if z != int(z) or z < 0:
+        raise DataError(f"{path}, row {number}: z = {row['z']!r} is not a slice index")
+    box = [_float(row[c], path, number, c) for c in ("x1", "y1", "x2", "y2")]
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise DataError(f"{path}, row {number}: box {box} needs x1 < x2 and y1 < y2")
+    if min(box) < 0:
+        raise DataError(f"{path}, row {number}: box {box} has a negative coordinate")
+    key = True
+    if "key" in header:
+        if row["key"].strip() not in ("0", "1"):
+            raise DataError(f"{path}, row {number}: key = {row['key']!r} is not 0 or 1")
+        key = row["key"].strip() == "1"
+    return volume, int(z), box, key
+
+
+def read_annotations(
+    path: str | Path, on_error: str = "stop", skipped: list[str] | None = None
+) -> Annotations:
+    """Read and validate an ``annotations.csv``. Row numbers count the header as row 1.
+
+    A bad row raises :class:`DataError`; with ``on_error="skip"`` it is left out and its
+    message appended to ``skipped``. A missing file or column always raises.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        header = list(reader.fieldnames or [])
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header: {header})")
         others = [c for c in header if c not in REQUIRED_COLUMNS and c != "key"]
-        volumes, zs, boxes, keys = [], [], [], []
+        volumes, zs, boxes, keys, numbers = [], [], [], [], []
         extra: dict[str, list[str]] = {c: [] for c in others}
-        for row_number, row in enumerate(reader, start=2):
-            if None in row or any(row.get(c) is None for c in header):
-                raise DataError(f"{path}, row {row_number}: expected {len(header)} fields")
-            volumes.append(check_volume_name(row["volume"].strip(), f"{path}, row {row_number}"))
-            z = _float(row["z"], path, row_number, "z")
-            if z != int(z) or z < 0:
-                raise DataError(f"{path}, row {row_number}: z = {row['z']!r} is not a slice index")
-            zs.append(int(z))
-            box = [_float(row[c], path, row_number, c) for c in ("x1", "y1", "x2", "y2")]
-            if not (box[0] < box[2] and box[1] < box[3]):
-                raise DataError(f"{path}, row {row_number}: box {box} needs x1 < x2 and y1 < y2")
-            if min(box) < 0:
-                raise DataError(f"{path}, row {row_number}: box {box} has a negative coordinate")
+        for number, row in enumerate(reader, start=2):
+            try:
+                volume, z, box, key = _parse_row(row, header, path, number)
+            except DataError as exc:
+                if on_error != "skip":
+                    raise
+                if skipped is not None:
+                    skipped.append(str(exc))
+                continue
+            volumes.append(volume)
+            zs.append(z)
             boxes.append(box)
-            if "key" in header:
-                if row["key"].strip() not in ("0", "1"):
-                    raise DataError(f"{path}, row {row_number}: key = {row['key']!r} is not 0 or 1")
-                keys.append(row["key"].strip() == "1")
-            else:
-                keys.append(True)
+            keys.append(key)
+            numbers.append(number)
             for c in others:
                 extra[c].append(row[c])
     return Annotations(
@@ -151,7 +171,7 @@ def read_annotations(path: str | Path) -> Annotations:
         boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
         key=np.array(keys, dtype=bool),
         extra={c: np.array(v, dtype=object) for c, v in extra.items()},
-        row=np.arange(2, len(zs) + 2, dtype=np.int64),
+        row=np.array(numbers, dtype=np.int64),
     )
 
 
@@ -212,14 +232,24 @@ class DatasetFolder:
             raise DataError(f"{path}: volume file not found (listed in splits.csv)")
         return read_volume(path)
 
-    def annotations(self, filename: str = "annotations.csv") -> Annotations:
-        """Read an annotation file of this dataset; every volume it names must be in a split."""
+    def annotations(
+        self, filename: str = "annotations.csv", on_error: str = "stop", skipped: list[str] | None = None
+    ) -> Annotations:
+        """Read an annotation file of this dataset; every volume it names must be in a split.
+
+        ``on_error="skip"`` leaves bad rows (and rows of unknown volumes) out, appending their
+        messages to ``skipped``.
+        """
         path = self.root / filename
-        table = read_annotations(path)
-        for i, name in enumerate(table.volume):
-            if name not in self.splits:
-                raise DataError(f"{path}, row {i + 2}: volume {name!r} is not in splits.csv")
-        return table
+        table = read_annotations(path, on_error, skipped)
+        known = np.array([name in self.splits for name in table.volume], dtype=bool)
+        for i in np.flatnonzero(~known):
+            message = f"{path}, row {table.row[i]}: volume {table.volume[i]!r} is not in splits.csv"
+            if on_error != "skip":
+                raise DataError(message)
+            if skipped is not None:
+                skipped.append(message)
+        return table.select(known)
 
     def has(self, filename: str) -> bool:
         return bool(filename) and (self.root / filename).is_file()
@@ -230,16 +260,28 @@ class DatasetFolder:
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def check_boxes_in_volume(
+def boxes_outside_volume(
     table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str
-) -> None:
-    """Raise naming ``where`` and the row if a box of volume ``name`` falls outside its image."""
+) -> list[tuple[int, str]]:
+    """``(table index, message)`` of every box of volume ``name`` outside its image; the
+    message names ``where`` and the row."""
     depth, height, width = shape_zyx
+    bad = []
     for i in np.flatnonzero(table.volume == name):
         x1, y1, x2, y2 = table.boxes[i]
         if table.z[i] >= depth or x2 > width or y2 > height:
             row = f", row {table.row[i]}" if table.row is not None else ""
-            raise DataError(
+            bad.append((int(i), (
                 f"{where}{row}: box {[x1, y1, x2, y2]} on slice {table.z[i]} of {name!r} lies "
                 f"outside the image (z < {depth}, x <= {width}, y <= {height})"
-            )
+            )))
+    return bad
+
+
+def check_boxes_in_volume(
+    table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str
+) -> None:
+    """Raise naming ``where`` and the row if a box of volume ``name`` falls outside its image."""
+    bad = boxes_outside_volume(table, name, shape_zyx, where)
+    if bad:
+        raise DataError(bad[0][1])

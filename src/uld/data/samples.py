@@ -8,26 +8,10 @@ import numpy as np
 import torch
 
 from uld.config import DataConfig
-from uld.data.dataset import Annotations, DatasetFolder, check_boxes_in_volume
+from uld.data.dataset import Annotations, DataError, boxes_outside_volume
 from uld.data.preprocess import Frame, prepare_stacks
+from uld.data.sources import VolumeStore
 from uld.data.volume import Volume
-
-
-class VolumeStore:
-    """Reads volumes of a dataset on demand, optionally keeping them in memory."""
-
-    def __init__(self, folder: DatasetFolder, cache: bool = True) -> None:
-        self.folder = folder
-        self.cache = cache
-        self._volumes: dict[str, Volume] = {}
-
-    def __getitem__(self, name: str) -> Volume:
-        if name in self._volumes:
-            return self._volumes[name]
-        volume = self.folder.read_volume(name)
-        if self.cache:
-            self._volumes[name] = volume
-        return volume
 
 
 @dataclass(frozen=True)
@@ -55,7 +39,9 @@ class KeySliceDataset(torch.utils.data.Dataset):
 
     ``truth`` (optional) holds the complete labels used only to measure mining.
     Boxes are checked against each volume's size when it is first read; errors name ``source``
-    (the annotation file) and the row.
+    (the annotation file) and the row. With ``config.on_bad_input == "skip"`` a box outside
+    its image is dropped and an unreadable volume's samples are replaced by the next readable
+    one; each message is kept once in ``skipped``.
     """
 
     def __init__(
@@ -74,16 +60,45 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
         self._checked: set[str] = set()
+        self._unreadable: set[str] = set()
+        self.skipped: list[str] = []
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _skip_or_raise(self, message: str) -> None:
+        if self.config.on_bad_input != "skip":
+            raise DataError(message)
+        self.skipped.append(message)
+
+    def _first_use(self, name: str, shape: tuple[int, int, int]) -> None:
+        bad = boxes_outside_volume(self.labels, name, shape, self.source)
+        for _, message in bad:
+            self._skip_or_raise(message)
+        keep = np.ones(len(self.labels), dtype=bool)
+        keep[[index for index, _ in bad]] = False
+        for z in {int(self.labels.z[index]) for index, _ in bad}:
+            on_slice = (self.labels.volume == name) & (self.labels.z == z)
+            self.boxes[(name, z)] = self.labels.boxes[on_slice & keep]
+        self._checked.add(name)
+
     def __getitem__(self, index: int) -> Sample:
-        name, z = self.items[index]
-        volume = self.store[name]
-        if name not in self._checked:
-            check_boxes_in_volume(self.labels, name, volume.shape, self.source)
-            self._checked.add(name)
+        for attempt in range(len(self.items)):
+            name, z = self.items[(index + attempt) % len(self.items)]
+            if name in self._unreadable:
+                continue
+            try:
+                volume = self.store[name]
+            except ValueError as exc:
+                self._skip_or_raise(str(exc))
+                self._unreadable.add(name)
+                continue
+            if name not in self._checked:
+                self._first_use(name, volume.shape)
+            return self._sample(volume, name, z)
+        raise DataError(f"{self.source}: no readable volume left ({len(self._unreadable)} skipped)")
+
+    def _sample(self, volume: Volume, name: str, z: int) -> Sample:
         [(image, frame)] = prepare_stacks(volume, np.array([z]), self.config)
         truth = None
         if self.truth is not None:

@@ -28,10 +28,9 @@ from tqdm import tqdm
 import uld
 from uld.atomic import write_text
 from uld.config import Config, config_to_dict, save_config
-from uld.data.dataset import DatasetFolder
-from uld.data.samples import KeySliceDataset, Sample, VolumeStore, collate
+from uld.data.samples import KeySliceDataset, Sample, collate
+from uld.data.sources import open_training_data
 from uld.data.transforms import resize_image, scale_boxes
-from uld.eval.detections import read_gt
 from uld.mining.diagnostics import MiningCounts, mining_counts
 from uld.mining.ema import EMATeacher
 from uld.mining.filter import mine
@@ -138,17 +137,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
-    if not config.data.root:
-        raise ValueError("no dataset: pass --data DIR (or --set data.root=DIR)")
-    folder = DatasetFolder(config.data.root)
-    train_names = folder.volumes("train")
-    labels = folder.annotations(config.data.annotations).for_volumes(train_names)
-    truth = None
-    if folder.has(config.data.truth):
-        truth = folder.annotations(config.data.truth).for_volumes(train_names)
-    store = VolumeStore(folder, cache=config.data.cache_volumes)
-    dataset = KeySliceDataset(store, labels, config.data, truth,
-                              source=str(folder.root / config.data.annotations))
+    data = open_training_data(config.data)
+    dataset = KeySliceDataset(data.store, data.labels, config.data, data.truth, source=data.source)
+    store = data.store
 
     student = build_detector(config.model, config.data.num_slices).to(ctx.device)
     teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
@@ -183,7 +174,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
     mining_on = config.mining.policy != "none"
-    val_gt = read_gt(folder.root, split="val") if folder.volumes("val") else None
+    val_gt = data.val
     done = start
     for step, batch in enumerate(batches, start=start):
         lr = learning_rate(step, tc.lr, tc.warmup_iterations)
@@ -247,6 +238,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         torch.distributed.all_reduce(counts)
         records.mining = MiningCounts(*counts.tolist())
     summary = _summary(config, records, len(dataset), done)
+    summary["skipped_inputs"] = [*data.skipped, *dataset.skipped]
     if ctx.is_main:
         atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
                                {}), out / "model.pt")

@@ -1,0 +1,144 @@
+"""Where a run's data comes from: a generic dataset folder or a DeepLesion tree.
+
+:func:`open_training_data` turns ``config.data`` into what the training loop needs: volumes by
+name, the (partial) training boxes, the complete boxes where known (mining diagnostics), and
+the fully annotated validation set. Both formats end up in the same types, so everything
+downstream (samples, mining, validation) is blind to where the data came from.
+
+``data.format: folder`` (the generic format v1, README): train = the ``train`` split's rows
+of ``data.annotations``; truth = ``data.truth`` when the file exists; val = the ``val`` split.
+
+``data.format: deeplesion`` (the paper's split, :func:`uld.data.deeplesion.paper_split`):
+train = the official training split's key-slice boxes of ``DL_info.csv`` (noisy lesions left
+out) minus the fully annotated sub-volumes; val = the 100 sub-volumes of
+``Revised-Train100.pkl``; test = the 1,071 of ``Revised-Test1071.pkl``; the 744 of
+``Revised-Train744.pkl`` are kept apart for hard-negative mining. Volumes are read from the
+16-bit PNGs with DL_info's spacing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from uld.config import DataConfig
+from uld.data.dataset import Annotations, DatasetFolder
+from uld.data.volume import Volume
+from uld.eval.detections import GroundTruth, read_gt
+
+
+class VolumeReader(Protocol):
+    def read_volume(self, name: str) -> Volume: ...
+
+
+class VolumeStore:
+    """Reads volumes by name on demand, optionally keeping them in memory."""
+
+    def __init__(self, reader: VolumeReader, cache: bool = True) -> None:
+        self.reader = reader
+        self.cache = cache
+        self._volumes: dict[str, Volume] = {}
+
+    def __getitem__(self, name: str) -> Volume:
+        if name in self._volumes:
+            return self._volumes[name]
+        volume = self.reader.read_volume(name)
+        if self.cache:
+            self._volumes[name] = volume
+        return volume
+
+
+class DeepLesionVolumes:
+    """DeepLesion sub-volumes by name (``<folder>_<first:03d>-<last:03d>``), with DL_info's
+    spacing of their series."""
+
+    def __init__(self, images: object, spacing: dict[str, tuple[float, float, float]]) -> None:
+        self.images = images
+        self.spacing = spacing
+
+    def read_volume(self, name: str) -> Volume:
+        from uld.data.deeplesion import DeepLesionError, parse_subvolume_name
+
+        folder = parse_subvolume_name(name)[0]
+        if folder not in self.spacing:
+            raise DeepLesionError(f"{name}: DL_info.csv has no row for series {folder} (no spacing)")
+        return self.images.read_subvolume(name, self.spacing[folder])  # type: ignore[attr-defined]
+
+
+def annotations_from_gt(gt: GroundTruth, key: bool = True) -> Annotations:
+    """An :class:`Annotations` table of the boxes of ``gt`` (``{volume: [(z, box), ...]}``)."""
+    rows = [(name, z, box) for name, boxes in gt.items() for z, box in boxes]
+    return Annotations(
+        volume=np.array([r[0] for r in rows], dtype=object),
+        z=np.array([r[1] for r in rows], dtype=np.int64),
+        boxes=np.array([np.asarray(r[2], dtype=np.float64)[:4] for r in rows]).reshape(-1, 4),
+        key=np.full(len(rows), key, dtype=bool),
+    )
+
+
+@dataclass
+class TrainingData:
+    """Everything a run reads.
+
+    store: volumes by name. labels: the boxes the student learns from (native pixels, key
+    slices marked). truth: complete boxes of the training volumes when known (diagnostics
+    only), else None. val: fully annotated validation set (``{volume: [(z, box)]}``) or None.
+    negatives: fully annotated training volumes kept apart for hard negatives (may be empty).
+    source: the file the labels came from (for messages). skipped: one-line messages of what
+    ``data.on_bad_input: skip`` left out.
+    """
+
+    store: VolumeStore
+    labels: Annotations
+    truth: Annotations | None
+    val: GroundTruth | None
+    source: str
+    negatives: GroundTruth = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def volumes(self) -> Sequence[str]:
+        return sorted({str(v) for v in self.labels.volume})
+
+
+def _under(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
+
+
+def open_training_data(config: DataConfig) -> TrainingData:
+    """The data of a run, as ``config`` (``data.format``, ``data.root``, ...) says."""
+    if not config.root:
+        raise ValueError("no dataset: pass --data DIR (or --set data.root=DIR)")
+    if config.format == "deeplesion":
+        return _deeplesion(config)
+    folder = DatasetFolder(config.root)
+    names = folder.volumes("train")
+    skipped: list[str] = []
+    labels = folder.annotations(config.annotations, config.on_bad_input, skipped).for_volumes(names)
+    truth = None
+    if folder.has(config.truth):
+        truth = folder.annotations(config.truth, config.on_bad_input, skipped).for_volumes(names)
+    val = read_gt(folder.root, split="val") if folder.volumes("val") else None
+    return TrainingData(
+        store=VolumeStore(folder, cache=config.cache_volumes), labels=labels, truth=truth, val=val,
+        source=str(folder.root / config.annotations), skipped=skipped,
+    )
+
+
+def _deeplesion(config: DataConfig) -> TrainingData:
+    from uld.data.deeplesion import DeepLesionImages, paper_split, read_dl_info, spacing_by_folder
+
+    root = Path(config.root)
+    info_path = _under(root, config.dl_info)
+    dl_info = read_dl_info(info_path, drop_noisy=config.drop_noisy, on_error=config.on_bad_input)
+    images = DeepLesionImages(root)
+    split = paper_split(dl_info, images, _under(root, config.harvester_dir), config.on_bad_input)
+    store = VolumeStore(DeepLesionVolumes(images, spacing_by_folder(dl_info)), cache=config.cache_volumes)
+    return TrainingData(
+        store=store, labels=annotations_from_gt(split.train), truth=None, val=split.val or None,
+        source=str(info_path), negatives=split.negatives, skipped=[*dl_info.skipped, *split.skipped],
+    )
