@@ -107,7 +107,22 @@ def test_cli_train_predict_evaluate(dataset, tmp_path, capsys):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     assert main(["predict", "--model", str(run), "--data", str(dataset), "--split", "test",
-                 "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+                 "--out", str(tmp_path / "pred"), "--quiet", "--min-score", "0"]) == 0
+    test_names = [line.split(",")[0] for line in (dataset / "splits.csv").read_text().splitlines()
+                  if line.endswith(",test")]
+    for name in test_names:
+        document = json.loads((tmp_path / "pred" / f"{name}.lesions.json").read_text())
+        assert document["volume"] == name and document["format"] == "uld-lesions"
+        assert (tmp_path / "pred" / f"{name}.lesions.csv").is_file()
+    assert (tmp_path / "pred" / "lesions.csv").read_text().startswith("volume,")
+    # a scan file given directly (NIfTI), named after its file
+    scan = dataset / "volumes" / f"{test_names[0]}.nii.gz"
+    assert main(["predict", str(scan), "--model", str(run), "--out", str(tmp_path / "one"),
+                 "--quiet", "--no-overlays"]) == 0
+    assert (tmp_path / "one" / f"{test_names[0]}.lesions.json").is_file()
+    assert main(["predict", str(tmp_path / "nope.nii.gz"), "--model", str(run), "--out",
+                 str(tmp_path / "x"), "--quiet"]) == 2
+    assert "nope.nii.gz: no such file or folder" in capsys.readouterr().err
     out = tmp_path / "result.json"
     assert main(["evaluate", "--gt", str(dataset), "--split", "test",
                  "--detections", str(tmp_path / "pred"), "--json", str(out),

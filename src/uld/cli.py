@@ -43,25 +43,28 @@ def _predict(args: argparse.Namespace) -> None:
     import torch
 
     from uld.config import override
-    from uld.data.dataset import DatasetFolder
-    from uld.data.sources import VolumeStore
-    from uld.eval.detections import write_detections_json
-    from uld.infer.predict import load_model, predict_volumes
+    from uld.infer.predict import load_model
+    from uld.infer.scans import dataset_sources, deeplesion_sources, predict_scans, scan_sources
 
+    sources = scan_sources(args.scans)
+    if args.data:
+        sources += dataset_sources(args.data, args.split)
+    if args.deeplesion:
+        sources += deeplesion_sources(args.deeplesion, args.volume, args.paper_set)
+    elif args.volume or args.paper_set:
+        raise ValueError("--volume and --paper-set name DeepLesion sub-volumes: add --deeplesion ROOT")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_model(args.model, device)
     config = override(config, *args.set)
-    folder = DatasetFolder(args.data)
-    names = folder.volumes(args.split)
-    store = VolumeStore(folder, cache=False)
-    detections = predict_volumes(
-        model, ((n, store[n]) for n in names), config, device, not args.quiet, total=len(names)
+    summary = predict_scans(
+        model, config, sources, args.out, device, min_score=args.min_score,
+        overlays=not args.no_overlays, max_overlays=args.max_overlays, progress=not args.quiet,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_detections_json(detections, out / "detections.json")
-    n = sum(len(t) for t in detections.values())
-    print(f"{n} tracklets in {len(names)} volumes written to {out / 'detections.json'}")
+    print(
+        f"{summary['tracklets']} tracklets in {summary['volumes']} volumes "
+        f"({summary['slices_per_second']:.1f} slices/s); {summary['lesions_written']} lesions "
+        f"scoring >= {args.min_score:g} written to {args.out}; all tracklets in {summary['detections']}"
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -118,11 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("predict", help="detect 3D lesions in the volumes of a dataset split")
+    p = sub.add_parser(
+        "predict", help="find 3D lesions in scans (NIfTI, DICOM, DeepLesion, a dataset split)",
+        description="Writes per volume NAME.lesions.json/.csv, slicer/NAME.lesion-ID.mrk.json "
+        "(3D Slicer ROIs), overlays/NAME.lesion-ID.png; lesions.csv over all volumes; and "
+        "detections.json with every tracklet (for uld evaluate), written last.",
+    )
+    p.add_argument("scans", nargs="*", help="NIfTI files and/or folders holding one DICOM series")
     p.add_argument("--model", required=True, help="run folder or model file")
-    p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--out", required=True, help="output folder (detections.json)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="a dataset folder (generic format): predict one of its splits")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="split of --data (default test)")
+    p.add_argument("--deeplesion", metavar="ROOT", help="a DeepLesion root (Images_png, DL_info.csv)")
+    p.add_argument("--volume", action="append", default=[], metavar="NAME",
+                   help="a DeepLesion sub-volume, e.g. 000001_03_01_058-118 (repeatable)")
+    p.add_argument("--paper-set", choices=["val", "test", "negatives"],
+                   help="every sub-volume of this set of the paper's split (needs ROOT/lesion_harvester)")
+    p.add_argument("--min-score", type=float, default=0.5,
+                   help="lesions written to JSON/CSV/Slicer/PNG score at least this (default 0.5); "
+                   "detections.json keeps every tracklet")
+    p.add_argument("--max-overlays", type=int, default=20, help="overlay PNGs per volume at most")
+    p.add_argument("--no-overlays", action="store_true", help="write no PNGs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an inference value, e.g. --set infer.batch_size=32")
     p.add_argument("--quiet", action="store_true")

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from uld.infer.kalman import KalmanLinkerParams
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -138,10 +140,15 @@ class InferConfig:
 
     batch_size: int = 16
     """Slices per forward pass."""
-    link_iou: float = 0.3
-    """A box joins a track when its IoU with the track's last box reaches this."""
+    linker: Literal["kalman", "iou"] = "kalman"
+    """How 2D boxes become 3D lesions: a Kalman filter per track (``uld.infer.kalman``, the
+    paper's choice) or the simple overlap linker (``uld.infer.link``)."""
     link_max_gap: int = 1
-    """Slices a track may miss and still continue."""
+    """Slices a track may miss and still continue (both linkers)."""
+    link_iou: float = 0.3
+    """Overlap linker: a box joins a track when its IoU with the track's last box reaches this."""
+    kalman: KalmanLinkerParams = field(default_factory=KalmanLinkerParams)
+    """Kalman linker: noise, gate and size floor (``max_gap`` is ``link_max_gap``)."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +288,21 @@ def load_config(
     for text in overrides:
         values = _merge(values, parse_override(text))
     return config_from_dict(values)
+
+
+def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an older ``uld`` (in a checkpoint or run folder), made to mean today
+    what it meant when it was saved. Fields added since then default to the paper's values,
+    except where the old behaviour differed:
+
+    - ``data.pixel_spacing_mm`` (added in 0.2): before it, slices kept the scan's pixels (0);
+    - ``model.pretrained``: before 0.2 its default was ``''`` (random start).
+    """
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    data, model = out.setdefault("data", {}), out.setdefault("model", {})
+    data.setdefault("pixel_spacing_mm", 0.0)
+    model.setdefault("pretrained", "")
+    return out
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

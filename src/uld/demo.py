@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from uld.config import Config, config_to_dict, load_config, override
+from uld.config import Config, config_from_dict, load_config, override, upgrade_saved_config
 from uld.data.dataset import DatasetFolder
 from uld.data.samples import KeySliceDataset
 from uld.data.sources import VolumeStore
@@ -69,10 +69,14 @@ def _ensure_dataset(root: Path, synth: SynthConfig, progress: bool) -> None:
     print(format_summary(write_synthetic_dataset(root, synth, progress=progress)))
 
 
+def _saved_config(path: Path) -> Config:
+    return config_from_dict(upgrade_saved_config(yaml.safe_load(path.read_text())))
+
+
 def _train_or_reuse(config: Config, run_dir: Path, progress: bool) -> None:
     """Train, resume an interrupted run, or reuse a finished one made with the same config."""
     saved = run_dir / "config.yaml"
-    if saved.is_file() and yaml.safe_load(saved.read_text()) != config_to_dict(config):
+    if saved.is_file() and _saved_config(saved) != config:
         raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
     if (run_dir / "model.pt").is_file():
         return

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from uld.config import Config, config_from_dict
+from uld.config import Config, InferConfig, config_from_dict, upgrade_saved_config
 from uld.data.preprocess import prepare_stacks
 from uld.data.volume import Volume
+from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, Tracklet, link_by_iou
 from uld.model.build import LesionDetector, build_detector
 
@@ -50,15 +51,18 @@ def detect_slices(
     return out
 
 
+def link_slices(slices: list[SliceDetections], config: InferConfig) -> list[Tracklet]:
+    """Tracklets from per-slice detections with the linker ``config.linker`` names."""
+    if config.linker == "iou":
+        return link_by_iou(slices, iou_threshold=config.link_iou, max_gap=config.link_max_gap)
+    return link_kalman(slices, replace(config.kalman, max_gap=config.link_max_gap))
+
+
 def predict_volume(
     model: nn.Module, volume: Volume, config: Config, device: torch.device | str = "cpu"
 ) -> list[Tracklet]:
     """3D lesion candidates of one volume as tracklets ``[(z, [x1, y1, x2, y2, score]), ...]``."""
-    return link_by_iou(
-        detect_slices(model, volume, config, device),
-        iou_threshold=config.infer.link_iou,
-        max_gap=config.infer.link_max_gap,
-    )
+    return link_slices(detect_slices(model, volume, config, device), config.infer)
 
 
 def predict_volumes(
@@ -95,7 +99,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Le
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a uld model file (needs 'model' and 'config')")
-    config = config_from_dict(state["config"])
+    config = config_from_dict(upgrade_saved_config(state["config"]))
     # The weights come from the file: do not look for the ImageNet start again.
     model = build_detector(replace(config.model, pretrained=""), config.data.num_slices)
     model.load_state_dict(state["model"])

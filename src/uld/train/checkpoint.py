@@ -16,6 +16,7 @@ import torch
 
 import uld
 from uld.atomic import atomic_path
+from uld.config import upgrade_saved_config
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -50,9 +51,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign or damaged file: say which
         raise ValueError(f"{path}: not a readable uld checkpoint ({exc.__class__.__name__})") from exc
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        state["config"] = upgrade_saved_config(state["config"])
+    return state
 
 
 def model_file(model_state: dict[str, torch.Tensor], config: dict, step: int, metrics: dict) -> dict:
