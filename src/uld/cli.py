@@ -82,6 +82,24 @@ def _evaluate(args: argparse.Namespace) -> None:
         plot_froc({Path(args.detections).stem: (result.fps, result.sens)}, args.plot)
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from uld.data.deeplesion import convert_deeplesion
+
+    root = Path(args.root)
+    harvester = Path(args.harvester) if args.harvester else root / "lesion_harvester"
+    summary = convert_deeplesion(
+        root, args.out, harvester, on_error=args.on_bad_input, progress=not args.quiet,
+        dl_info_path=args.dl_info, negatives=args.negatives,
+    )
+    volumes, boxes = summary["volumes"], summary["boxes"]
+    print("  ".join(f"{s}: {volumes[s]} volumes, {boxes[s]} boxes" for s in ("train", "val", "test")))
+    print(f"hard-negative pool ({summary['negatives']['mode']}): {summary['negatives']['volumes']} volumes; "
+          f"{summary['dropped_noisy']} noisy lesions left out; {len(summary['skipped'])} inputs skipped")
+    for message in summary["skipped"][:10]:
+        print(f"  skipped: {message}")
+    print(f"dataset written to {args.out}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from uld.demo import run_demo
 
@@ -159,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--plot", help="write the FROC curve to this PNG file")
     p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("convert", help="write another dataset in the generic format")
+    p.add_argument("source", choices=["deeplesion"], help="what to convert")
+    p.add_argument("--root", required=True, help="DeepLesion root (Images_png/, DL_info.csv)")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--harvester",
+                   help="folder of Lesion Harvester's Revised-*.pkl (default ROOT/lesion_harvester)")
+    p.add_argument("--dl-info", help="DL_info.csv (default ROOT/DL_info.csv)")
+    p.add_argument("--negatives", choices=["list", "train", "omit"], default="list",
+                   help="the 744 hard-negative sub-volumes: listed apart (default), in train, or left out")
+    p.add_argument("--on-bad-input", choices=["stop", "skip"], default="stop",
+                   help="a bad row or file stops the conversion (default) or is skipped and reported")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_convert)
 
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")

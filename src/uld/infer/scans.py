@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from uld.config import Config
 from uld.data.volume import Volume, read_scan
-from uld.eval.detections import DETECTIONS_FILENAME, write_detections_json
+from uld.eval.detections import DETECTIONS_FILENAME, read_gt, write_detections_json
 from uld.infer.export import lesions_from_tracklets, write_summary_csv, write_volume_outputs
 from uld.infer.predict import detect_slices, link_slices
 
@@ -81,8 +81,9 @@ def deeplesion_sources(
     root: str | Path, names: Sequence[str] = (), paper_set: str | None = None,
     dl_info: str = "DL_info.csv", harvester_dir: str = "lesion_harvester",
 ) -> list[ScanSource]:
-    """DeepLesion sub-volumes by name, or every sub-volume of a set of the paper's split."""
-    from uld.data.deeplesion import DeepLesionImages, paper_split, read_dl_info, spacing_by_folder
+    """DeepLesion sub-volumes by name, and/or every sub-volume of one set of the paper's split
+    (``val``, ``test``, ``negatives``: the names in Lesion Harvester's ``Revised-*.pkl``)."""
+    from uld.data.deeplesion import HARVESTER_FILES, DeepLesionImages, read_dl_info, spacing_by_folder
     from uld.data.sources import DeepLesionVolumes
 
     root = Path(root)
@@ -91,11 +92,10 @@ def deeplesion_sources(
     volumes = DeepLesionVolumes(images, spacing_by_folder(info))
     wanted = list(names)
     if paper_set is not None:
+        if paper_set not in HARVESTER_FILES:
+            raise ValueError(f"paper set {paper_set!r} is not one of {sorted(HARVESTER_FILES)}")
         harvester = Path(harvester_dir) if Path(harvester_dir).is_absolute() else root / harvester_dir
-        split = paper_split(info, images, harvester)
-        if paper_set not in split.sets():
-            raise ValueError(f"paper set {paper_set!r} is not one of {sorted(split.sets())}")
-        wanted += list(split.sets()[paper_set])
+        wanted += list(read_gt(harvester / HARVESTER_FILES[paper_set]))
     return [
         ScanSource(name, f"{images.images}/{name}", lambda n=name: volumes.read_volume(n))
         for name in wanted
