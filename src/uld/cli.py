@@ -68,18 +68,24 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from uld.eval.detections import read_detections, read_gt
-    from uld.eval.p3d import evaluate_p3d
+    from uld.atomic import write_text
     from uld.eval.plots import plot_froc
-    from uld.report import format_p3d
+    from uld.eval.session import evaluate_files
 
-    gt = read_gt(args.gt, split=args.split)
-    result = evaluate_p3d(gt, read_detections(args.detections), args.iou)
-    print(format_p3d(result))
+    options = {"score": args.score} if args.protocol == "keyslice" else {}
+    shift = "auto" if args.pixel_shift == "auto" else float(args.pixel_shift)
+    evaluation = evaluate_files(args.protocol, args.gt, args.detections, args.split, args.iou,
+                                shift, args.dl_info, **options)
+    print(evaluation.format())
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        write_text(args.json, json.dumps(evaluation.to_json(), indent=2) + "\n")
     if args.plot:
-        plot_froc({Path(args.detections).stem: (result.fps, result.sens)}, args.plot)
+        result = evaluation.result
+        label = Path(args.detections).stem
+        plot_froc({label: (result.fps, result.sens)}, args.plot,
+                  fp_rates=list(result.sensitivity), xlabel=f"false positives per {result.unit}",
+                  title=f"FROC, {args.protocol}",
+                  readings={label: list(result.sensitivity.values())})
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -166,15 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_predict)
 
-    p = sub.add_parser("evaluate", help="score detections against ground truth")
+    p = sub.add_parser("evaluate", help="score detections with a DeepLesion protocol")
     p.add_argument("--gt", required=True,
-                   help="Lesion Harvester annotation pickle, or a dataset folder (with --split)")
+                   help="annotation pickle (Revised-Test1071.pkl, RECIST-Box-Test.pkl, 3D-Box.pkl, "
+                   "the manual 1K pickle) or a dataset folder (with --split)")
     p.add_argument("--detections", required=True,
                    help="detections.json, a folder holding it, or a Lesion Harvester pickle")
-    p.add_argument("--protocol", choices=["p3d"], default="p3d")
-    p.add_argument("--split", choices=["train", "val", "test"], help="split of a dataset folder")
-    p.add_argument("--iou", type=float, default=0.5, help="hit threshold (default 0.5)")
-    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--protocol", choices=["p3d", "keyslice", "iobb3d"], default="p3d",
+                   help="p3d: Lesion Harvester (default); keyslice: the official key-slice test "
+                   "(MULAN/3DCE); iobb3d: the manual 1K set's 3D boxes")
+    p.add_argument("--split", choices=["train", "val", "test"],
+                   help="split of a dataset folder, or of the manual 1K pickle (val or test)")
+    p.add_argument("--iou", type=float, default=None,
+                   help="hit threshold (default: the protocol's, 0.5 IoU or 0.3 IOBB)")
+    p.add_argument("--score", choices=["box", "tracklet"], default="box",
+                   help="keyslice: score a key-slice box by its own score or its tracklet's")
+    p.add_argument("--dl-info", help="DL_info.csv: mm sizes and lesion types for DeepLesion ground truth")
+    p.add_argument("--pixel-shift", default="auto",
+                   help="pixels added to detection boxes; auto: +1 for uld JSON against a "
+                   "DeepLesion pickle (1-based), else 0")
+    p.add_argument("--json", help="write the figures and the breakdown to this JSON file")
     p.add_argument("--plot", help="write the FROC curve to this PNG file")
     p.set_defaults(run=_evaluate)
 

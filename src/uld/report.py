@@ -22,14 +22,3 @@ def results_table(rows: Sequence[tuple[str, bool, bool, P3DResult]]) -> str:
                  *[f"{s:.2f}" for s in sens], f"{100 * result.avg:.2f}", f"{100 * result.ap:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def format_p3d(result: P3DResult) -> str:
-    """The figures of one P3D evaluation as a few lines of text."""
-    rates = "  ".join(f"{rate:g}: {100 * value:5.2f}" for rate, value in result.sensitivity.items())
-    return "\n".join([
-        f"P3D (IoU >= {result.iou_threshold:g}): {result.n_tracklets} tracklets, "
-        f"{result.npos} lesion boxes, {result.n_volumes} volumes",
-        f"sensitivity (%) at FPs per volume   {rates}",
-        f"AVG (0.125..8) {100 * result.avg:.2f} %   AP {100 * result.ap:.2f} %",
-    ])

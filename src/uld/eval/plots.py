@@ -25,6 +25,7 @@ def plot_froc(
     xlabel: str = "false positives per volume",
     ylabel: str = "sensitivity",
     dpi: int = 120,
+    readings: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
     """Draw FROC curves on a log2 x-axis (0.125 .. 16 FPs per volume) and write a PNG.
 
@@ -34,6 +35,9 @@ def plot_froc(
     fp_rates: where markers show the interpolated sensitivity (the protocol's readings,
         :func:`uld.eval.p3d.froc_sensitivity`); the legend carries their mean over the
         rates up to 8 when there are any.
+    readings: ``{label: sensitivity at each of fp_rates}`` where a protocol reads its curve
+        differently (the key-slice and IOBB protocols hold the last point at a tie); default:
+        the P3D reading of each curve.
     Returns ``path``.
     """
     rates = np.asarray(fp_rates, dtype=np.float64)
@@ -46,7 +50,8 @@ def plot_froc(
         sens = np.asarray(sens, dtype=np.float64).ravel()
         if fps.shape != sens.shape:
             raise ValueError(f"curve {label!r}: fps {fps.shape} and sens {sens.shape} differ")
-        at_rates = froc_sensitivity(fps, sens, rates)
+        at_rates = (np.asarray(readings[label], dtype=np.float64) if readings and label in readings
+                    else froc_sensitivity(fps, sens, rates))
         averaged = at_rates[rates <= 8.0]
         text = f"{label} (avg {averaged.mean():.3f})" if len(averaged) else str(label)
         inside = (fps > 0) & (fps <= hi)
