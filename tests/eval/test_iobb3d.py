@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import interpolate
 
+from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.detections import EvalFormatError, flatten_detections
-from uld.eval.ground_truth import GroundTruth3D, parse_subvolume_name, read_boxes3d_gt
+from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt
 from uld.eval.iobb3d import (
     REFERENCE_FP_RATES,
     evaluate_iobb3d,
@@ -275,14 +276,6 @@ def test_no_detections_no_boxes_unknown_and_unnamed_volumes() -> None:
         evaluate_iobb3d({"v": []}, {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="iobb_threshold"):
         evaluate_iobb3d(gt, {}, iobb_threshold=0)
-
-
-def test_parse_subvolume_name() -> None:
-    assert parse_subvolume_name("001344_01_01_012-024") == ("001344_01_01", 12, 24)
-    assert parse_subvolume_name("000302_01_01_1262-1322") == ("000302_01_01", 1262, 1322)
-    for bad in ("001344_01_01", "001344_01_01_24-12", "x_024-012"):
-        with pytest.raises(EvalFormatError, match="not a sub-volume name"):
-            parse_subvolume_name(bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ from uld.infer.overlay import (
     HIGHLIGHT_COLOR,
     OTHER_COLOR,
     slice_overlay_figure,
-    window_hu,
-    write_slice_overlay,
+    write_png,
 )
 
 
@@ -40,22 +39,11 @@ def _hex_rgb(color):
     return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
 
 
-def test_window_maps_the_soft_tissue_window_to_0_1_and_clips():
-    grey = window_hu(np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0]), (-160, 240))
-    np.testing.assert_allclose(grey, [0.0, 0.0, 0.5, 1.0, 1.0])
-    assert grey.dtype == np.float32
-
-
-@pytest.mark.parametrize("window", [(240, -160), (0, 0), (float("nan"), 10)])
-def test_a_bad_window_is_refused(window):
-    with pytest.raises(ValueError, match="window"):
-        window_hu(np.zeros((2, 2)), window)
-
-
 def test_written_png_opens_and_shows_the_bold_box_outline_not_a_fill(tmp_path):
     hu, spacing, title = _slice(), (0.7, 0.8), "vol slice 3 lesion #1"
     box = (12.0, 36.0, 44.0, 56.0)
-    path = write_slice_overlay(tmp_path / "o.png", hu, spacing, [], box, label="#1 0.93", title=title)
+    figure = slice_overlay_figure(hu, spacing, [], box, label="#1 0.93", title=title)
+    path = write_png(figure, tmp_path / "o.png")
     plain = slice_overlay_figure(hu, spacing, title=title)
     drawn = _png_rgb(path)
     reference = _rgb(plain)
@@ -76,7 +64,8 @@ def test_written_png_opens_and_shows_the_bold_box_outline_not_a_fill(tmp_path):
 def test_other_detections_are_drawn_thin_in_their_own_colour(tmp_path):
     hu = _slice()
     other = (40.0, 8.0, 60.0, 24.0)
-    path = write_slice_overlay(tmp_path / "o.png", hu, (1.0, 1.0), [other], (5.0, 40.0, 20.0, 60.0))
+    figure = slice_overlay_figure(hu, (1.0, 1.0), [other], (5.0, 40.0, 20.0, 60.0))
+    path = write_png(figure, tmp_path / "o.png")
     plain = slice_overlay_figure(hu, (1.0, 1.0))
     drawn, reference = _png_rgb(path), _rgb(plain)
     r, c = _pixel(plain, 50.0, other[1])

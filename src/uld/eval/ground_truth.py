@@ -47,16 +47,16 @@ Volume names and slice numbers
 ------------------------------
 
 ``uld predict`` names each volume as the dataset does; for DeepLesion that is the sub-volume
-``<folder>_<first:03d>-<last:03d>`` (:func:`parse_subvolume_name`), and a detection's ``z`` is
-the offset from ``first``. A detection volume is matched to the ground-truth key of the same
-name, exactly; against ``z_absolute`` ground truth its slices become ``first + z``.
+``<folder>_<first:03d>-<last:03d>`` (:func:`uld.data.deeplesion.parse_subvolume_name`), and a
+detection's ``z`` is the offset from ``first``. A detection volume is matched to the
+ground-truth key of the same name, exactly; against ``z_absolute`` ground truth its slices
+become ``first + z``.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,28 +71,12 @@ __all__ = [
     "MANUAL_1K_SPLITS",
     "GroundTruth3D",
     "keyslice_images",
-    "parse_subvolume_name",
     "read_boxes3d_gt",
     "read_keyslice_gt",
 ]
 
 MANUAL_1K_SPLITS = ("val", "test")
-_SUBVOLUME = re.compile(r"^(?P<folder>.+)_(?P<first>\d{3,})-(?P<last>\d{3,})$")
 _BOX3D_NAMES = ("x1", "y1", "z1", "x2", "y2", "z2")
-
-
-def parse_subvolume_name(name: str) -> tuple[str, int, int]:
-    """``"001344_01_01_012-024"`` -> ``("001344_01_01", 12, 24)``: folder, first and last slice.
-
-    Raises :class:`EvalFormatError` when ``name`` is not ``<folder>_<first>-<last>`` with
-    ``first <= last`` (slice numbers of at least three digits, as DeepLesion writes them).
-    """
-    match = _SUBVOLUME.match(name) if isinstance(name, str) else None
-    if match is None or int(match["first"]) > int(match["last"]):
-        raise EvalFormatError(
-            f"volume {name!r} is not a sub-volume name <folder>_<first:03d>-<last:03d>"
-        )
-    return match["folder"], int(match["first"]), int(match["last"])
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ A tracklet ``[(z, [x1, y1, x2, y2, score]), ...]`` becomes one 3D box
 ``[min x1, min y1, min z, max x2, max y2, max z, max score]``. Against ground truth with
 absolute slice numbers (the manual 1K set, :attr:`GroundTruth3D.z_absolute`) its ``z`` become
 ``first + z``, ``first`` parsed from its volume name ``<folder>_<first>-<last>``
-(:func:`uld.eval.ground_truth.parse_subvolume_name`). Boxes are concatenated volume by volume
+(:func:`uld.data.deeplesion.parse_subvolume_name`). Boxes are concatenated volume by volume
 in ground-truth order (the reference's ``fns = list(gts.keys())``), then in tracklet order.
 
 The reference algorithm
@@ -50,8 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from uld.data.deeplesion import DeepLesionError, parse_subvolume_name
 from uld.eval.detections import EvalFormatError, FlatDetections, flatten_detections
-from uld.eval.ground_truth import GroundTruth3D, parse_subvolume_name
+from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.keyslice import (
     AVG_FP_RATES,
     FP_RATES,
@@ -177,7 +178,7 @@ def _first_slices(flat: FlatDetections, source: str) -> np.ndarray:
         name = flat.volumes[v]
         try:
             first[v] = parse_subvolume_name(name)[1]
-        except EvalFormatError:
+        except DeepLesionError:
             raise EvalFormatError(
                 f"{source}: z are absolute slice numbers, but detection volume {name!r} is not a "
                 "sub-volume name <folder>_<first:03d>-<last:03d> to convert its slice offsets"

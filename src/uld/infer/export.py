@@ -39,7 +39,7 @@ import numpy as np
 from uld.atomic import write_text
 from uld.data.volume import Volume
 from uld.infer.link import Tracklet
-from uld.infer.overlay import SOFT_TISSUE_WINDOW, window_hu, write_slice_overlay
+from uld.infer.overlay import SOFT_TISSUE_WINDOW, slice_overlay_figure, write_png
 
 __all__ = [
     "CSV_COLUMNS",
@@ -483,7 +483,7 @@ def write_volume_outputs(
         raise ValueError(f"{name}: lesion ids must be unique (they name files), got {ids}")
     _direction_matrix(volume, name)
     if overlays:
-        window_hu(np.zeros(1), window)  # a bad window fails before any file is written
+        _check_window(window)  # a bad window fails before any file is written
     out_dir = Path(out_dir)
     ranked = sorted(lesions, key=lambda lesion: (-lesion.score, lesion.lesion_id))
 
@@ -520,6 +520,13 @@ def _write_overlay(path: Path, name: str, volume: Volume, lesion: Lesion, all_le
     width, height = (peak[2] - peak[0]) * sx, (peak[3] - peak[1]) * sy
     title = (f"{name}  slice {z}  lesion #{lesion.lesion_id}  score {lesion.score:.2f}  "
              f"{width:.1f} x {height:.1f} mm (long axis {lesion.long_axis_mm:.1f} mm)")
-    return write_slice_overlay(path, volume.hu[z], (sx, sy), others, peak,
-                               label=f"#{lesion.lesion_id} {lesion.score:.2f}", title=title, window=window)
+    figure = slice_overlay_figure(volume.hu[z], (sx, sy), others, peak,
+                                  label=f"#{lesion.lesion_id} {lesion.score:.2f}", title=title, window=window)
+    return write_png(figure, path)
+
+
+def _check_window(window: tuple[float, float]) -> None:
+    low, high = (float(v) for v in window)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"a HU window is (low, high) with low < high, got {tuple(window)}")
 

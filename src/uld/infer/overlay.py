@@ -21,24 +21,15 @@ from matplotlib.patches import Rectangle
 
 from uld.atomic import write_bytes
 from uld.boxes import as_boxes
+from uld.data.stack import window as to_grey
 
-__all__ = ["slice_overlay_figure", "window_hu", "write_slice_overlay"]
+__all__ = ["slice_overlay_figure", "write_png"]
 
 SOFT_TISSUE_WINDOW = (-160.0, 240.0)
 HIGHLIGHT_COLOR = "#ffd000"
 OTHER_COLOR = "#00c8ff"
 _FIG_WIDTH_IN = 6.4
 _TITLE_BAND_IN = 0.5
-
-
-def window_hu(hu: np.ndarray, window: tuple[float, float] = SOFT_TISSUE_WINDOW) -> np.ndarray:
-    """Hounsfield units -> grey levels in ``[0, 1]``: ``window = (low, high)`` HU maps to 0 .. 1,
-    values outside are clipped. Returns a float32 array of ``hu``'s shape."""
-    low, high = float(window[0]), float(window[1])
-    if not (np.isfinite(low) and np.isfinite(high) and low < high):
-        raise ValueError(f"a HU window is (low, high) with low < high, got {tuple(window)}")
-    grey = (np.asarray(hu, dtype=np.float32) - low) / (high - low)
-    return np.clip(grey, 0.0, 1.0)
 
 
 def slice_overlay_figure(
@@ -73,7 +64,7 @@ def slice_overlay_figure(
     FigureCanvasAgg(fig)
     top = image_h / (image_h + _TITLE_BAND_IN)
     ax = fig.add_axes((0.01, 0.01, 0.98, top - 0.01))
-    ax.imshow(window_hu(hu_slice, window), cmap="gray", vmin=0.0, vmax=1.0,
+    ax.imshow(to_grey(hu_slice, *window), cmap="gray", vmin=0.0, vmax=1.0,
               interpolation="nearest", aspect=sy / sx)
     for x1, y1, x2, y2 in as_boxes(boxes_xyxy):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
@@ -95,23 +86,12 @@ def slice_overlay_figure(
     return fig
 
 
-def write_slice_overlay(
-    path: str | Path,
-    hu_slice: np.ndarray,
-    spacing_xy: tuple[float, float],
-    boxes_xyxy: np.ndarray | Sequence[Sequence[float]] = (),
-    highlight_xyxy: Sequence[float] | None = None,
-    label: str = "",
-    title: str = "",
-    window: tuple[float, float] = SOFT_TISSUE_WINDOW,
-    dpi: int = 100,
-) -> Path:
-    """Write :func:`slice_overlay_figure` as a PNG, atomically; returns ``path``.
+def write_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write a figure as a PNG, atomically; returns ``path``.
 
     The PNG is the figure's Agg rendering at ``dpi``: no cropping, so its pixels are the
     figure's display pixels (row ``r`` of the PNG is display ``y = height - r``).
     """
-    fig = slice_overlay_figure(hu_slice, spacing_xy, boxes_xyxy, highlight_xyxy, label, title, window, dpi)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return write_bytes(path, buffer.getvalue())
