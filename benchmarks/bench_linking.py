@@ -1,0 +1,238 @@
+"""Compare the overlap linker and the Kalman linker on a trained model's real detections.
+
+    python benchmarks/bench_linking.py [--run runs/demo/baseline] [--data runs/demo/data]
+        [--split test] [--cache runs/bench_linking] [--tune] [--redetect]
+
+Detects once per volume of the split (model ``--run``, its ``best.pt``; CPU, one torch thread)
+and caches the per-slice detections in ``<cache>/detections_<split>.npz`` (reused while the
+model file, data folder and split are the same; ``--redetect`` after a change to
+``detect_slices``). Then links them with :func:`uld.infer.link.link_by_iou` (the run's
+``infer.overlap``) and :func:`uld.infer.kalman.link_kalman` (the run's
+``infer.kalman``, i.e. the :class:`KalmanLinkerParams` defaults for runs that set none) and prints
+per linker: tracklet purity (per tracklet and box-weighted), lesion completeness, fragments per
+lesion, tracklets, tracklets mixing two lesions (:mod:`uld.infer.linking_quality`, against
+``annotations_full.csv``), the linking time per volume (best of 3), and the P3D AVG / AP in %
+(:func:`uld.eval.p3d.evaluate_p3d`) against the split's ``annotations.csv`` (key slices, what
+``uld evaluate`` uses) and against every slice of every lesion (``annotations_full.csv``).
+
+``--tune`` instead runs a small grid of Kalman parameters around the defaults (only on
+``--split val``; the test split is refused) and prints one line per setting. Not part of the
+test suite. ``docs/linking.md`` reports the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from uld.eval.detections import GroundTruth, read_gt
+from uld.eval.p3d import evaluate_p3d
+from uld.infer.kalman import KalmanLinkerParams, link_kalman
+from uld.infer.link import SliceDetections, Tracklet, link_by_iou
+from uld.infer.linking_quality import LesionTruth, linking_quality, read_lesion_truth
+
+Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]
+VolumeDetections = dict[str, list[SliceDetections]]
+
+
+def _cache_meta(model_file: Path, data: Path, split: str) -> dict[str, object]:
+    stat = model_file.stat()
+    return {"model": str(model_file.resolve()), "model_size": stat.st_size,
+            "model_mtime_ns": stat.st_mtime_ns, "data": str(data.resolve()), "split": split}
+
+
+def _save(path: Path, dets: VolumeDetections, meta: dict[str, object]) -> None:
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    for v, (name, slices) in enumerate(dets.items()):
+        arrays[f"name_{v}"] = np.array(name)
+        arrays[f"slice_z_{v}"] = np.array([s.z for s in slices], dtype=np.int64)
+        arrays[f"count_{v}"] = np.array([len(s.scores) for s in slices], dtype=np.int64)
+        arrays[f"boxes_{v}"] = np.concatenate([s.boxes.reshape(-1, 4) for s in slices] + [np.zeros((0, 4))])
+        arrays[f"scores_{v}"] = np.concatenate([s.scores.reshape(-1) for s in slices] + [np.zeros(0)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load(path: Path, meta: dict[str, object]) -> VolumeDetections | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        if json.loads(str(f["meta"])) != meta:
+            return None
+        out: VolumeDetections = {}
+        v = 0
+        while f"name_{v}" in f:
+            ends = np.cumsum(f[f"count_{v}"])
+            boxes = np.split(f[f"boxes_{v}"], ends[:-1])
+            scores = np.split(f[f"scores_{v}"], ends[:-1])
+            out[str(f[f"name_{v}"])] = [
+                SliceDetections(int(z), b, s) for z, b, s in zip(f[f"slice_z_{v}"], boxes, scores)
+            ]
+            v += 1
+    return out
+
+
+def detections_for(
+    run: Path, data: Path, split: str, cache: Path, redetect: bool = False
+) -> VolumeDetections:
+    """Per-slice detections of every volume of ``split``, from the cache or by running the model.
+
+    The cache is keyed by the model file (path, size, mtime), the data folder and the split, not
+    by the code: pass ``redetect`` after changing ``detect_slices``.
+    """
+    model_file = run / "best.pt" if (run / "best.pt").is_file() else run / "model.pt"
+    meta = _cache_meta(model_file, data, split)
+    path = cache / f"detections_{split}.npz"
+    cached = None if redetect else _load(path, meta)
+    if cached is not None:
+        print(f"detections: cache {path}")
+        return cached
+    import torch
+
+    from uld.data.dataset import DatasetFolder
+    from uld.data.samples import VolumeStore
+    from uld.infer.predict import detect_slices, load_model
+
+    torch.set_num_threads(1)
+    model, config = load_model(run)
+    folder = DatasetFolder(data)
+    store = VolumeStore(folder, cache=False)
+    out: VolumeDetections = {}
+    t0 = time.perf_counter()
+    for name in folder.volumes(split):
+        out[name] = detect_slices(model, store[name], config)
+    print(f"detections: {len(out)} {split} volumes in {time.perf_counter() - t0:.0f} s -> {path}")
+    _save(path, out, meta)
+    return out
+
+
+def full_gt(truth: Mapping[str, LesionTruth]) -> GroundTruth:
+    """Every lesion box on every slice as P3D ground truth."""
+    return {name: [(int(z), b) for z, b in zip(t.z, t.boxes)] for name, t in truth.items()}
+
+
+def measure(
+    linker: Linker, dets: VolumeDetections, truth: Mapping[str, LesionTruth],
+    gt_key: GroundTruth, gt_full: GroundTruth, repeat: int = 3,
+) -> dict[str, float]:
+    """Quality, P3D and seconds per volume (best of ``repeat``) of one linker."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        linked = {name: linker(slices) for name, slices in dets.items()}
+        best = min(best, time.perf_counter() - t0)
+    quality = linking_quality(truth, linked)
+    key = evaluate_p3d(gt_key, linked)
+    full = evaluate_p3d(gt_full, linked)
+    return {
+        "purity": quality.purity,
+        "purity_boxes": quality.purity_boxes,
+        "completeness": quality.completeness,
+        "fragments": quality.fragments,
+        "tracklets": quality.n_tracklets,
+        "mixed": quality.n_mixed_tracklets,
+        "ms_per_volume": 1000 * best / max(len(dets), 1),
+        "avg": 100 * key.avg,
+        "ap": 100 * key.ap,
+        "avg_full": 100 * full.avg,
+        "ap_full": 100 * full.ap,
+    }
+
+
+_FORMATS = {"purity": ".3f", "purity_boxes": ".3f", "completeness": ".3f", "fragments": ".3f",
+            "tracklets": ".0f", "mixed": ".0f", "ms_per_volume": ".1f", "avg": ".2f", "ap": ".2f",
+            "avg_full": ".2f", "ap_full": ".2f"}
+
+
+def _row(label: str, m: Mapping[str, float]) -> str:
+    return f"| {label} | " + " | ".join(format(m[c], f) for c, f in _FORMATS.items()) + " |"
+
+
+def _header(first: str) -> str:
+    return f"| {first} | " + " | ".join(_FORMATS) + " |\n|" + "---|" * (len(_FORMATS) + 1)
+
+
+def tune_grid() -> list[dict[str, float]]:
+    """The settings ``--tune`` tries (one-at-a-time changes and a few joint ones)."""
+    grid: list[dict[str, float]] = [{}]
+    for name, values in (
+        ("gate", (9.49, 11.0, 16.0, 20.0)),
+        ("pos_measure_std", (0.05, 0.2)),
+        ("size_measure_std", (0.05, 0.2)),
+        ("pos_process_std", (0.0, 0.1)),
+        ("size_process_std", (0.05, 0.2)),
+        ("vel_process_std", (0.0, 0.1)),
+        ("init_vel_std", (0.02, 0.1, 0.3)),
+        ("min_size_px", (2.0, 8.0)),
+        ("max_gap", (0, 2)),
+    ):
+        grid.extend({name: v} for v in values)
+    for g, v in itertools.product((9.49, 16.0), (0.03, 0.08)):
+        grid.append({"gate": g, "init_vel_std": v, "vel_process_std": v})
+    return grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/demo/baseline"))
+    parser.add_argument("--data", type=Path, default=Path("runs/demo/data"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--cache", type=Path, default=Path("runs/bench_linking"))
+    parser.add_argument("--tune", action="store_true", help="grid of Kalman parameters (val split)")
+    parser.add_argument("--redetect", action="store_true",
+                        help="run the model again even if cached detections exist (after a code change)")
+    args = parser.parse_args()
+    if args.tune and args.split == "test":
+        parser.error("--tune selects parameters: run it on --split val, not on the test split")
+
+    dets = detections_for(args.run, args.data, args.split, args.cache, args.redetect)
+    truth = read_lesion_truth(args.data, args.split)
+    gt_key = read_gt(args.data, split=args.split)
+    gt_full = full_gt(truth)
+    n_boxes = sum(len(s.scores) for slices in dets.values() for s in slices)
+    n_slices = sum(len(slices) for slices in dets.values())
+    print(f"{args.split}: {len(dets)} volumes, {n_slices} slices, {n_boxes} boxes "
+          f"({n_boxes / max(n_slices, 1):.1f} per slice), {sum(t.n_lesions for t in truth.values())} "
+          f"lesions, {sum(len(v) for v in gt_key.values())} key-slice boxes, "
+          f"{sum(len(v) for v in gt_full.values())} lesion boxes in all")
+
+    from uld.config import Config
+
+    infer = Config().infer
+    if args.run.is_dir() and (args.run / "config.yaml").is_file():
+        import yaml
+
+        from uld.config import config_from_dict, upgrade_saved_config
+
+        saved = yaml.safe_load((args.run / "config.yaml").read_text())
+        infer = config_from_dict(upgrade_saved_config(saved)).infer
+    default = infer.kalman  # as uld.infer.predict links
+    overlap = infer.overlap
+    if args.tune:
+        print(_header("kalman setting"))
+        overlap_linker: Linker = lambda s: link_by_iou(s, overlap.iou_threshold, overlap.max_gap)  # noqa: E731
+        print(_row(f"overlap ({overlap})", measure(overlap_linker, dets, truth, gt_key, gt_full, 1)))
+        for change in tune_grid():
+            params = replace(default, **change)
+            label = ", ".join(f"{k}={v}" for k, v in change.items()) or "defaults"
+            linker: Linker = lambda s, p=params: link_kalman(s, p)  # noqa: E731
+            print(_row(label, measure(linker, dets, truth, gt_key, gt_full, 1)))
+        return
+    print(_header("linker"))
+    print(_row(f"link_by_iou(iou={overlap.iou_threshold}, max_gap={overlap.max_gap})", measure(
+        lambda s: link_by_iou(s, overlap.iou_threshold, overlap.max_gap), dets, truth, gt_key, gt_full)))
+    label = "link_kalman(defaults)" if default == KalmanLinkerParams() else f"link_kalman({default})"
+    print(_row(label, measure(lambda s: link_kalman(s, default), dets, truth, gt_key, gt_full)))
+
+
+if __name__ == "__main__":
+    main()
