@@ -64,3 +64,18 @@ def test_missing_file_and_unknown_preset(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="presets"):
         load_config("nope")
+
+
+def test_a_config_saved_by_0_1_keeps_its_meaning():
+    from uld.config import config_from_dict, upgrade_saved_config
+
+    old = {"data": {"window_hu": [-400, 600]}, "model": {"backbone": "small"},
+           "infer": {"batch_size": 8, "link_iou": 0.4, "link_max_gap": 2}}
+    config = config_from_dict(upgrade_saved_config(old))
+    assert config.data.pixel_spacing_mm == 0.0        # 0.1 never resampled
+    assert config.model.pretrained == ""               # 0.1 started from random weights by default
+    assert (config.infer.overlap.iou_threshold, config.infer.overlap.max_gap) == (0.4, 2)
+    assert config.infer.kalman.max_gap == 2
+    assert old["infer"]["link_iou"] == 0.4             # the input is not changed
+    fresh = load_config(None)
+    assert fresh.data.pixel_spacing_mm == 0.8 and fresh.model.pretrained == "imagenet"

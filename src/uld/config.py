@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from uld.infer.kalman import KalmanLinkerParams
+from uld.infer.link import OverlapLinkerParams
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -140,15 +141,13 @@ class InferConfig:
 
     batch_size: int = 16
     """Slices per forward pass."""
-    linker: Literal["kalman", "iou"] = "kalman"
+    linker: Literal["kalman", "overlap"] = "kalman"
     """How 2D boxes become 3D lesions: a Kalman filter per track (``uld.infer.kalman``, the
-    paper's choice) or the simple overlap linker (``uld.infer.link``)."""
-    link_max_gap: int = 1
-    """Slices a track may miss and still continue (both linkers)."""
-    link_iou: float = 0.3
-    """Overlap linker: a box joins a track when its IoU with the track's last box reaches this."""
+    paper's choice; design in docs/linking.md) or the simple overlap linker (``uld.infer.link``)."""
     kalman: KalmanLinkerParams = field(default_factory=KalmanLinkerParams)
-    """Kalman linker: noise, gate and size floor (``max_gap`` is ``link_max_gap``)."""
+    """Kalman linker: bridged gap, gate, noise, size floor."""
+    overlap: OverlapLinkerParams = field(default_factory=OverlapLinkerParams)
+    """Overlap linker: IoU threshold and bridged gap."""
 
 
 @dataclass(frozen=True)
@@ -296,12 +295,19 @@ def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
     except where the old behaviour differed:
 
     - ``data.pixel_spacing_mm`` (added in 0.2): before it, slices kept the scan's pixels (0);
-    - ``model.pretrained``: before 0.2 its default was ``''`` (random start).
+    - ``model.pretrained``: before 0.2 its default was ``''`` (random start);
+    - ``infer.link_iou`` / ``infer.link_max_gap`` became ``infer.overlap.*`` (and the Kalman
+      linker, new in 0.2, bridges the same gap).
     """
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     data, model = out.setdefault("data", {}), out.setdefault("model", {})
     data.setdefault("pixel_spacing_mm", 0.0)
     model.setdefault("pretrained", "")
+    infer = out.setdefault("infer", {})
+    if "link_iou" in infer or "link_max_gap" in infer:  # 0.1 had only the overlap linker
+        overlap = {"iou_threshold": infer.pop("link_iou", 0.3), "max_gap": infer.pop("link_max_gap", 1)}
+        infer.setdefault("overlap", overlap)
+        infer.setdefault("kalman", {"max_gap": overlap["max_gap"]})
     return out
 
 

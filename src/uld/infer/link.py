@@ -24,6 +24,16 @@ Tracklet = list[tuple[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
+class OverlapLinkerParams:
+    """Settings of :func:`link_by_iou` (``infer.overlap`` in the config)."""
+
+    iou_threshold: float = 0.3
+    """A box joins a track when its IoU with the track's last box reaches this."""
+    max_gap: int = 1
+    """Slices a track may miss and still continue."""
+
+
+@dataclass(frozen=True)
 class SliceDetections:
     """Detections on one slice: boxes (ndarray[N, 4]) x1, y1, x2, y2; scores (ndarray[N])."""
 

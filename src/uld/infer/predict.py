@@ -53,9 +53,9 @@ def detect_slices(
 
 def link_slices(slices: list[SliceDetections], config: InferConfig) -> list[Tracklet]:
     """Tracklets from per-slice detections with the linker ``config.linker`` names."""
-    if config.linker == "iou":
-        return link_by_iou(slices, iou_threshold=config.link_iou, max_gap=config.link_max_gap)
-    return link_kalman(slices, replace(config.kalman, max_gap=config.link_max_gap))
+    if config.linker == "overlap":
+        return link_by_iou(slices, config.overlap.iou_threshold, config.overlap.max_gap)
+    return link_kalman(slices, config.kalman)
 
 
 def predict_volume(
