@@ -7,10 +7,14 @@ DeepLesion's ``Images_png``) into a temporary folder, then measures
 
 1. PNG decoding, ms per slice: Pillow (``np.asarray(Image.open(p))``) against SimpleITK
    (``ReadImage(p, imageIO="PNGImageIO")``), each followed by the HU shift;
-2. the full training-input path per stack, without any cache: read the slices a 9-slice stack
-   at 2 mm needs (:func:`uld.data.deeplesion.read_png_slice`) -> HU -> z-interpolated stack
-   (:func:`uld.data.stack.slice_stacks`) -> window -1024..3071 (:func:`uld.data.stack.window`),
-   for a 5 mm and a 1 mm series (5 and 9 PNG reads per stack).
+2. the training-input path per stack, without any cache: a freshly opened lazy sub-volume
+   (:meth:`uld.data.deeplesion.DeepLesionImages.lazy_subvolume`) reads the slices a 9-slice
+   stack at 2 mm needs -> HU -> z-interpolated stack (:func:`uld.data.stack.slice_stacks`) ->
+   window -1024..3071 (:func:`uld.data.stack.window`), for a 5 mm and a 1 mm series (5 and 9
+   PNG reads per stack, plus the first slice for the shape);
+3. the whole model input of ``configs/deeplesion.yaml`` (:func:`uld.data.preprocess.prepare_stacks`:
+   the same, then resampled to 0.8 mm pixels, longer side capped at 512) from 0.6 and 0.9 mm
+   pixels.
 
 Single-threaded: OMP/MKL/OpenBLAS threads are set to 1 before numpy loads and SimpleITK's
 global thread count to 1. Not part of the test suite.
@@ -34,7 +38,9 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from uld.data.deeplesion import HU_OFFSET, read_png_slice  # noqa: E402
+from uld.config import load_config  # noqa: E402
+from uld.data.deeplesion import HU_OFFSET, DeepLesionImages  # noqa: E402
+from uld.data.preprocess import prepare_stacks  # noqa: E402
 from uld.data.stack import slice_stacks, stack_positions, window  # noqa: E402
 
 T = TypeVar("T")
@@ -87,28 +93,29 @@ def best_ms_per_item(fn: Callable[[T], object], items: Sequence[T], repeat: int)
     return best * 1e3
 
 
-def stack_from_pngs(paths: list[Path], centre: int, slice_mm: float) -> np.ndarray:
-    """The windowed ``[9, Y, X]`` stack around slice index ``centre``, reading only the PNGs it needs."""
-    positions = stack_positions(np.array([centre]), len(paths), slice_mm, TARGET_MM, NUM_SLICES)[0]
-    needed = np.unique(np.concatenate([np.floor(positions), np.ceil(positions)]).astype(np.int64))
-    first = int(needed[0])
-    local = None
-    for index in needed:
-        hu = read_png_slice(paths[index])
-        if local is None:
-            local = np.zeros((int(needed[-1]) - first + 1, *hu.shape), dtype=np.int16)
-        local[index - first] = hu
-    stack = slice_stacks(local, np.array([centre - first]), slice_mm, TARGET_MM, NUM_SLICES)[0]
-    return window(stack, *WINDOW_HU)
+def stack_from_pngs(images: DeepLesionImages, name: str, centre: int, slice_mm: float) -> np.ndarray:
+    """The windowed ``[9, Y, X]`` stack around slice index ``centre`` of a freshly opened lazy
+    sub-volume (what a training sample reads with ``data.cache_volumes: false``)."""
+    volume = images.lazy_subvolume(name, (0.8, 0.8, slice_mm))
+    return window(slice_stacks(volume.hu, np.array([centre]), slice_mm, TARGET_MM, NUM_SLICES)[0],
+                  *WINDOW_HU)
 
 
-def check_against_full_volume(paths: list[Path], slice_mm: float) -> None:
+def model_input(
+    images: DeepLesionImages, name: str, centre: int, slice_mm: float, pixel_mm: float
+) -> np.ndarray:
+    """The whole model input of the paper's config: stack, window, resample to 0.8 mm pixels."""
+    volume = images.lazy_subvolume(name, (pixel_mm, pixel_mm, slice_mm))
+    return prepare_stacks(volume, np.array([centre]), load_config("deeplesion").data)[0][0]
+
+
+def check_against_full_volume(images: DeepLesionImages, name: str, slice_mm: float) -> None:
     """The partial read gives exactly the stack computed from the whole volume."""
-    volume = np.stack([read_png_slice(p) for p in paths])
-    for centre in (0, 1, len(paths) // 2, len(paths) - 1):
+    volume = images.read_subvolume(name, (0.8, 0.8, slice_mm)).hu
+    for centre in (0, 1, len(volume) // 2, len(volume) - 1):
         want = window(slice_stacks(volume, np.array([centre]), slice_mm, TARGET_MM, NUM_SLICES)[0],
                       *WINDOW_HU)
-        np.testing.assert_array_equal(stack_from_pngs(paths, centre, slice_mm), want)
+        np.testing.assert_array_equal(stack_from_pngs(images, name, centre, slice_mm), want)
 
 
 def main() -> None:
@@ -132,15 +139,25 @@ def main() -> None:
             ms = best_ms_per_item(reader, paths, args.repeat)
             print(f"decode + HU  {name:<10} {ms:6.2f} ms/slice  ({1e3 / ms:6.0f} slices/s)")
 
+        images = DeepLesionImages(tmp)
+        name = images.subvolume_names("000001_01_01")[0]
         for slice_mm in (5.0, 1.0):
-            check_against_full_volume(paths, slice_mm)
+            check_against_full_volume(images, name, slice_mm)
             centres = np.linspace(0, len(paths) - 1, args.stacks).round().astype(int)
             positions = stack_positions(centres, len(paths), slice_mm, TARGET_MM, NUM_SLICES)
             reads = np.mean([len(np.unique(np.concatenate([np.floor(p), np.ceil(p)]))) for p in positions])
-            ms = best_ms_per_item(lambda c, mm=slice_mm: stack_from_pngs(paths, int(c), mm),
+            ms = best_ms_per_item(lambda c, mm=slice_mm: stack_from_pngs(images, name, int(c), mm),
                                   list(centres), args.repeat)
             print(f"{slice_mm:g} mm series -> 9 x 2 mm stack: {ms:6.2f} ms/stack ({1e3 / ms:5.1f} stacks/s), "
-                  f"{reads:.1f} PNG reads per stack")
+                  f"{reads:.1f} PNG reads per stack (+1 for the shape)")
+            for pixel_mm in (0.6, 0.9):
+                def sample(c: int, mm: float = slice_mm, px: float = pixel_mm) -> np.ndarray:
+                    return model_input(images, name, int(c), mm, px)
+
+                ms = best_ms_per_item(sample, list(centres), args.repeat)
+                shape = sample(0).shape
+                print(f"   + window + resample {pixel_mm:g} -> 0.8 mm ({shape[1]}x{shape[2]}): "
+                      f"{ms:6.2f} ms/sample ({1e3 / ms:5.1f} samples/s)")
 
 
 if __name__ == "__main__":

@@ -467,3 +467,26 @@ def test_convert_errors_stop_or_skip(tmp_path, small_deeplesion):
     assert summary["volumes"] == {"train": 2, "val": 1, "test": 0}
     assert len(summary["skipped"]) == 1 and summary["skipped"][0].startswith(f"{bad}: ")
     assert (out / "dataset.json").is_file()
+
+
+def test_a_lazy_subvolume_reads_only_the_slices_a_stack_needs(deeplesion_tree, tmp_path, monkeypatch):
+    import uld.data.deeplesion as dl
+    from uld.data.stack import slice_stacks
+
+    hu = {n: np.full((6, 7), 10 * n, dtype=np.int16) for n in range(30, 50)}
+    root = deeplesion_tree(tmp_path / "DL", {"000001_01_01": hu})
+    images = DeepLesionImages(root)
+    reads: list[str] = []
+    real = dl.read_png_slice
+    monkeypatch.setattr(dl, "read_png_slice", lambda path: reads.append(Path(path).name) or real(path))
+    lazy = images.lazy_subvolume("000001_01_01_030-049", (0.8, 0.8, 1.0))
+    assert lazy.shape == (20, 6, 7) and reads == ["030.png"]  # the first slice gives the shape
+    stack = slice_stacks(lazy.hu, np.array([10]), 1.0, 2.0, 9)   # slices 2, 4, ..., 18
+    assert np.array_equal(stack[0, :, 0, 0], [10 * (30 + z) for z in range(2, 19, 2)])
+    assert len(reads) == 10
+    slice_stacks(lazy.hu, np.array([10]), 1.0, 2.0, 9)
+    assert len(reads) == 10                                       # decoded slices are kept
+    eager = images.read_subvolume("000001_01_01_030-049", (0.8, 0.8, 1.0))
+    assert np.array_equal(np.asarray(lazy.hu), eager.hu) and np.array_equal(lazy.hu[3], eager.hu[3])
+    with pytest.raises(IndexError, match="out of range"):
+        lazy.hu[np.array([20])]

@@ -54,7 +54,8 @@ class VolumeStore:
 
 class DeepLesionVolumes:
     """DeepLesion sub-volumes by name (``<folder>_<first:03d>-<last:03d>``), with DL_info's
-    spacing of their series."""
+    spacing of their series. Slices are read from their PNGs when first indexed, so a training
+    sample reads the ~9 slices of its stack, not the whole sub-volume."""
 
     def __init__(self, images: object, spacing: dict[str, tuple[float, float, float]]) -> None:
         self.images = images
@@ -66,7 +67,7 @@ class DeepLesionVolumes:
         folder = parse_subvolume_name(name)[0]
         if folder not in self.spacing:
             raise DeepLesionError(f"{name}: DL_info.csv has no row for series {folder} (no spacing)")
-        return self.images.read_subvolume(name, self.spacing[folder])  # type: ignore[attr-defined]
+        return self.images.lazy_subvolume(name, self.spacing[folder])  # type: ignore[attr-defined]
 
 
 def annotations_from_gt(gt: GroundTruth, key: bool = True) -> Annotations:
