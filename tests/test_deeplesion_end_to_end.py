@@ -95,7 +95,9 @@ def test_train_predict_evaluate_convert_on_the_paper_split(tree, tmp_path, capsy
     # the key slices of our three training sub-volumes (one lesion each in the excerpt)
     assert summary["training_samples"] == 3
     # every other training row of the excerpt names a series folder we did not write
-    assert summary["skipped_inputs"] and all("not found" in m for m in summary["skipped_inputs"])
+    skipped = (run / "skipped.txt").read_text().splitlines()
+    assert summary["skipped_inputs"]["count"] == len(skipped) > 0
+    assert all("not found" in m for m in skipped) and summary["skipped_inputs"]["first"] == skipped[:20]
     assert (run / "best.pt").is_file()   # the teacher was validated on the Revised-Train100 entry
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val/ap" in m for m in metrics)

@@ -8,7 +8,8 @@ validated with the P3D protocol (best kept) and a complete checkpoint is written
 
 Files of a run folder: ``config.yaml`` (resolved config), ``last.pt`` (resume), ``best.pt``
 (best validated teacher), ``model.pt`` (final teacher), ``metrics.jsonl`` and
-``tensorboard/`` (scalars), ``summary.json``.
+``tensorboard/`` (scalars), ``summary.json``, ``skipped.txt`` (one line per input that
+``data.on_bad_input: skip`` left out).
 """
 
 from __future__ import annotations
@@ -238,10 +239,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         torch.distributed.all_reduce(counts)
         records.mining = MiningCounts(*counts.tolist())
     summary = _summary(config, records, len(dataset), done)
-    summary["skipped_inputs"] = [*data.skipped, *dataset.skipped]
+    skipped = [*data.skipped, *dataset.skipped]
+    summary["skipped_inputs"] = {"count": len(skipped), "first": skipped[:20], "all": "skipped.txt"}
     if ctx.is_main:
         atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
                                {}), out / "model.pt")
+        write_text(out / "skipped.txt", "".join(f"{m}\n" for m in skipped))
         write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     logger.close()
     if ctx.world_size > 1:  # leave together: a rank exiting early can abort the others (gloo)
