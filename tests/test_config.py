@@ -79,3 +79,15 @@ def test_a_config_saved_by_0_1_keeps_its_meaning():
     assert old["infer"]["link_iou"] == 0.4             # the input is not changed
     fresh = load_config(None)
     assert fresh.data.pixel_spacing_mm == 0.8 and fresh.model.pretrained == "imagenet"
+
+
+def test_the_repository_configs_folder_holds_the_presets():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_config(root / "configs" / "deeplesion.yaml") == load_config("deeplesion")
+    paper = load_config("deeplesion")
+    assert (paper.data.format, paper.data.pixel_spacing_mm, paper.data.num_slices) == ("deeplesion", 0.8, 9)
+    assert (paper.model.backbone, paper.model.pretrained) == ("densenet121", "imagenet")
+    assert (paper.mining.tau, paper.mining.gt_nms_iou, paper.mining.ema_momentum) == (0.9, 0.7, 0.999)
+    assert (paper.train.lr, paper.train.iterations, paper.train.resize_range) == (0.02, 80_000, (0.8, 1.2))
