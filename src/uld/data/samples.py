@@ -59,6 +59,9 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.items = labels.key_slices()
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
+        self._rows: dict[str, list[int]] = {}
+        for i, name in enumerate(labels.volume):
+            self._rows.setdefault(str(name), []).append(i)
         self._checked: set[str] = set()
         self._unreadable: set[str] = set()
         self.skipped: list[str] = []
@@ -72,14 +75,14 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.skipped.append(message)
 
     def _first_use(self, name: str, shape: tuple[int, int, int]) -> None:
-        bad = boxes_outside_volume(self.labels, name, shape, self.source)
-        for _, message in bad:
+        rows = self._rows[name]
+        bad = {i: message for i, message in
+               boxes_outside_volume(self.labels, name, shape, self.source, rows)}
+        for message in bad.values():
             self._skip_or_raise(message)
-        keep = np.ones(len(self.labels), dtype=bool)
-        keep[[index for index, _ in bad]] = False
-        for z in {int(self.labels.z[index]) for index, _ in bad}:
-            on_slice = (self.labels.volume == name) & (self.labels.z == z)
-            self.boxes[(name, z)] = self.labels.boxes[on_slice & keep]
+        for z in {int(self.labels.z[i]) for i in bad}:
+            keep = [i for i in rows if self.labels.z[i] == z and i not in bad]
+            self.boxes[(name, z)] = self.labels.boxes[keep].reshape(-1, 4)
         self._checked.add(name)
 
     def __getitem__(self, index: int) -> Sample:

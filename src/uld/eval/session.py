@@ -22,7 +22,7 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from uld.eval.breakdown import Breakdown, breakdown, gt_long_axis
 from uld.eval.detections import Detections, flatten_gt, read_detections
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.protocols import ProtocolResult, evaluate_protocol, read_protocol_gt
+
+if TYPE_CHECKING:
+    from uld.data.deeplesion import DLInfo
 
 __all__ = ["Evaluation", "box_types", "evaluate_files", "shift_detections"]
 
@@ -90,13 +93,12 @@ def box_types(gt: Mapping[str, Any], types: TypeTable) -> tuple[np.ndarray, dict
     return labels, {code: name for name, code in names.items()}
 
 
-def _deeplesion_types(dl_info: Path, one_based: bool) -> TypeTable:
-    from uld.data.deeplesion import read_dl_info
+def _deeplesion_types(dl_info: DLInfo, one_based: bool) -> TypeTable:
     from uld.eval.breakdown import DEEPLESION_LESION_TYPES
 
     shift = 1.0 if one_based else 0.0
     table: TypeTable = {}
-    for rec in read_dl_info(dl_info, drop_noisy=False).records:
+    for rec in dl_info.records:
         name = DEEPLESION_LESION_TYPES.get(rec.lesion_type, "unknown")
         table.setdefault((rec.subvolume, rec.z), []).append((rec.box + shift, name))
     return table
@@ -134,10 +136,10 @@ def _folder_spacing(root: Path, names: list[str]) -> dict[str, tuple[float, floa
     return spacing
 
 
-def _deeplesion_spacing(dl_info: Path, names: list[str]) -> dict[str, tuple[float, float]]:
-    from uld.data.deeplesion import parse_subvolume_name, read_dl_info, spacing_by_folder
+def _deeplesion_spacing(dl_info: DLInfo, names: list[str]) -> dict[str, tuple[float, float]]:
+    from uld.data.deeplesion import parse_subvolume_name, spacing_by_folder
 
-    by_folder = spacing_by_folder(read_dl_info(dl_info, drop_noisy=False))
+    by_folder = spacing_by_folder(dl_info)
     out = {}
     for name in names:
         folder = parse_subvolume_name(name)[0]
@@ -180,9 +182,12 @@ def evaluate_files(
         spacing = _folder_spacing(gt_path, volumes)
         types = _synthetic_types(gt_path)
     elif dl_info is not None:
-        spacing = _deeplesion_spacing(Path(dl_info), volumes)
+        from uld.data.deeplesion import read_dl_info
+
+        info = read_dl_info(dl_info, drop_noisy=False)
+        spacing = _deeplesion_spacing(info, volumes)
         if not isinstance(gt, GroundTruth3D):
-            types = _deeplesion_types(Path(dl_info), one_based=pickle_gt)
+            types = _deeplesion_types(info, one_based=pickle_gt)
     if spacing is not None and any(v not in spacing for v in volumes):
         spacing = None  # a sub-volume without DL_info rows: fall back to pixels for all
     sizes = gt_long_axis(gt, spacing)
