@@ -119,7 +119,8 @@ def test_cli_train_predict_evaluate(dataset, tmp_path, capsys):
     scan = dataset / "volumes" / f"{test_names[0]}.nii.gz"
     assert main(["predict", str(scan), "--model", str(run), "--out", str(tmp_path / "one"),
                  "--quiet", "--no-overlays"]) == 0
-    assert (tmp_path / "one" / f"{test_names[0]}.lesions.json").is_file()
+    one = json.loads((tmp_path / "one" / f"{test_names[0]}.lesions.json").read_text())
+    assert one["source"] == str(scan)
     assert main(["predict", str(tmp_path / "nope.nii.gz"), "--model", str(run), "--out",
                  str(tmp_path / "x"), "--quiet"]) == 2
     assert "nope.nii.gz: no such file or folder" in capsys.readouterr().err

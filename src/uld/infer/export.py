@@ -265,12 +265,16 @@ def _lesion_json(lesion: Lesion) -> dict[str, Any]:
     }
 
 
-def lesions_document(name: str, volume: Volume, lesions: Sequence[Lesion]) -> dict[str, Any]:
-    """The ``<name>.lesions.json`` content as a dict (``format``, ``version``, ``geometry``, ...)."""
+def lesions_document(
+    name: str, volume: Volume, lesions: Sequence[Lesion], source: str | None = None
+) -> dict[str, Any]:
+    """The ``<name>.lesions.json`` content as a dict (``format``, ``version``, ``geometry``, ...);
+    ``source``: where the scan was read from (file, folder or sub-volume), when known."""
     return {
         "format": LESIONS_FORMAT,
         "version": LESIONS_VERSION,
         "volume": name,
+        "source": source,
         "geometry": {
             "spacing": _floats(volume.spacing_xyz),
             "origin": _floats(volume.origin_xyz),
@@ -463,6 +467,7 @@ def write_volume_outputs(
     overlays: bool = True,
     max_overlays: int = 20,
     window: tuple[float, float] = SOFT_TISSUE_WINDOW,
+    source: str | None = None,
 ) -> dict[str, Path | list[Path]]:
     """Write one volume's outputs into ``out_dir``, each file atomically:
 
@@ -487,7 +492,7 @@ def write_volume_outputs(
     out_dir = Path(out_dir)
     ranked = sorted(lesions, key=lambda lesion: (-lesion.score, lesion.lesion_id))
 
-    document = json.dumps(lesions_document(name, volume, ranked), indent=2, allow_nan=False) + "\n"
+    document = json.dumps(lesions_document(name, volume, ranked, source), indent=2, allow_nan=False) + "\n"
     json_path = write_text(out_dir / f"{name}.lesions.json", document)
     rows = [_csv_row(lesion) for lesion in ranked]
     csv_path = write_text(out_dir / f"{name}.lesions.csv", _csv_text(CSV_COLUMNS, rows))

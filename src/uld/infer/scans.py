@@ -147,7 +147,7 @@ def predict_scans(
         detections[source.name] = tracklets
         lesions[source.name] = lesions_from_tracklets(tracklets, volume, min_score, name=source.name)
         write_volume_outputs(source.name, volume, lesions[source.name], out, overlays=overlays,
-                             max_overlays=max_overlays)
+                             max_overlays=max_overlays, source=source.origin)
     write_summary_csv(lesions, out / "lesions.csv")
     write_detections_json(detections, final)
     return {
