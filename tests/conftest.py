@@ -200,3 +200,48 @@ class DeepLesionTree:
 def deeplesion_tree() -> DeepLesionTree:
     """A factory writing mini DeepLesion trees; see :class:`DeepLesionTree`."""
     return DeepLesionTree()
+
+
+def random_2d_case(
+    rng: np.random.Generator, max_tracklets: int = 6, gt_slices: int = 4, max_boxes: int = 4,
+    sort_gt: bool = False,
+) -> tuple[dict, dict]:
+    """Random 2D ground truth and tracklets for comparisons with reference implementations:
+    small integer boxes on few slices, so ties, duplicate slices and IoUs at 0.5 are common.
+
+    Ground truth ``{"v0": [(z, box), ...], ...}`` (1 to 5 volumes, 0 to 4 boxes, z below
+    ``gt_slices``, sorted by z when ``sort_gt``); detections: 80 % of the volumes get 0 to
+    ``max_tracklets`` tracklets of 1 to ``max_boxes`` boxes (60 % near a ground-truth box), with
+    scores 0.1 .. 0.5 (ties).
+    """
+    def box(x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
+        return np.array([x1, y1, x2, y2], dtype=np.float64)
+
+    gt: dict = {}
+    for v in range(int(rng.integers(1, 6))):
+        items = []
+        for _ in range(int(rng.integers(0, 5))):
+            x, y = rng.integers(0, 12, 2)
+            w, h = rng.integers(0, 8, 2)
+            items.append((int(rng.integers(0, gt_slices)), box(x, y, x + w, y + h)))
+        gt[f"v{v}"] = sorted(items, key=lambda item: item[0]) if sort_gt else items
+    dets: dict = {}
+    for name in gt:
+        if rng.random() < 0.2:
+            continue  # a volume without detections
+        tracklets = []
+        for _ in range(int(rng.integers(0, max_tracklets + 1))):
+            rows = []
+            for _ in range(int(rng.integers(1, max_boxes + 1))):
+                if gt[name] and rng.random() < 0.6:
+                    z, g = gt[name][rng.integers(len(gt[name]))]
+                    b = g + rng.integers(-2, 3, 4) * rng.choice([0.5, 1.0])
+                    b[2:] = np.maximum(b[2:], b[:2])
+                else:
+                    z = int(rng.integers(0, 4))
+                    x, y = rng.integers(0, 12, 2)
+                    b = box(x, y, x + rng.integers(0, 8), y + rng.integers(0, 8))
+                rows.append((int(z), np.append(b, float(rng.integers(1, 6)) / 10)))
+            tracklets.append(rows)
+        dets[name] = tracklets
+    return gt, dets

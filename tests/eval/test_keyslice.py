@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import interpolate
 
+from conftest import random_2d_case
 from uld.eval.detections import EvalFormatError
 from uld.eval.ground_truth import keyslice_images, read_keyslice_gt
 from uld.eval.keyslice import (
@@ -136,36 +137,7 @@ def compare_with_mulan(gt: dict, dets: dict, score: str = "box", thr: float = 0.
 
 
 def random_case(rng: np.random.Generator, max_tracklets: int = 6) -> tuple[dict, dict]:
-    """Small integer boxes: many ties, IoUs at 0.5, boxes on key and non-key slices."""
-    gt: dict = {}
-    for v in range(int(rng.integers(1, 6))):
-        items = []
-        for _ in range(int(rng.integers(0, 5))):
-            x, y = rng.integers(0, 12, 2)
-            w, h = rng.integers(0, 8, 2)
-            items.append((int(rng.integers(0, 3)), B(x, y, x + w, y + h)))
-        items.sort(key=lambda item: item[0])
-        gt[f"v{v}"] = items
-    dets: dict = {}
-    for name in gt:
-        if rng.random() < 0.2:
-            continue
-        tracklets = []
-        for _ in range(int(rng.integers(0, max_tracklets + 1))):
-            rows = []
-            for _ in range(int(rng.integers(1, 4))):
-                if gt[name] and rng.random() < 0.6:
-                    z, g = gt[name][rng.integers(len(gt[name]))]
-                    box = g + rng.integers(-2, 3, 4) * rng.choice([0.5, 1.0])
-                    box[2:] = np.maximum(box[2:], box[:2])
-                else:
-                    z = int(rng.integers(0, 4))
-                    x, y = rng.integers(0, 12, 2)
-                    box = B(x, y, x + rng.integers(0, 8), y + rng.integers(0, 8))
-                rows.append((int(z), np.append(box, float(rng.integers(1, 6)) / 10)))
-            tracklets.append(rows)
-        dets[name] = tracklets
-    return gt, dets
+    return random_2d_case(rng, max_tracklets=max_tracklets, gt_slices=3, max_boxes=3, sort_gt=True)
 
 
 # ---------------------------------------------------------------------------------------------

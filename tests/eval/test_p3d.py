@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import interp1d
 
+from conftest import random_2d_case
 from uld.eval.detections import EvalFormatError, read_gt
 from uld.eval.p3d import (
     AVG_FP_RATES,
@@ -324,36 +325,7 @@ def naive_p3d(gt: dict, dets: dict, thr: float = 0.5) -> dict:
 
 
 def random_case(rng: np.random.Generator, max_tracklets: int = 6) -> tuple[dict, dict]:
-    """Small integer boxes on few slices: many ties, duplicate slices and IoUs at 0.5."""
-    gt: dict = {}
-    for v in range(int(rng.integers(1, 6))):
-        items = []
-        for _ in range(int(rng.integers(0, 5))):
-            x, y = rng.integers(0, 12, 2)
-            w, h = rng.integers(0, 8, 2)
-            items.append((int(rng.integers(0, 4)), B(x, y, x + w, y + h)))
-        gt[f"v{v}"] = items
-    dets: dict = {}
-    for name in gt:
-        if rng.random() < 0.2:
-            continue  # a volume without detections
-        tracklets = []
-        for _ in range(int(rng.integers(0, max_tracklets + 1))):
-            rows = []
-            for _ in range(int(rng.integers(1, 5))):
-                if gt[name] and rng.random() < 0.6:
-                    z, g = gt[name][rng.integers(len(gt[name]))]
-                    box = g + rng.integers(-2, 3, 4) * rng.choice([0.5, 1.0])
-                    box[2:] = np.maximum(box[2:], box[:2])
-                else:
-                    z = int(rng.integers(0, 4))
-                    x, y = rng.integers(0, 12, 2)
-                    box = B(x, y, x + rng.integers(0, 8), y + rng.integers(0, 8))
-                score = float(rng.integers(1, 6)) / 10  # few distinct scores: ties
-                rows.append((int(z), np.append(box, score)))
-            tracklets.append(rows)
-        dets[name] = tracklets
-    return gt, dets
+    return random_2d_case(rng, max_tracklets=max_tracklets)
 
 
 def _compare(gt: dict, dets: dict) -> None:
