@@ -113,6 +113,10 @@ def test_train_predict_evaluate_convert_on_the_paper_split(tree, tmp_path, capsy
     assert main(["evaluate", "--gt", str(tree / "lesion_harvester" / "Revised-Test1071.pkl"),
                  "--detections", str(pred), "--json", str(out)]) == 2  # the VAL volume is not in it
     assert VAL in capsys.readouterr().err
+    assert main(["evaluate", "--gt", str(tree / "lesion_harvester" / "Revised-Test1071.pkl"),
+                 "--detections", str(pred), "--json", str(out), "--only-gt-volumes"]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["dropped_volumes"] == 1 and figures["n_volumes"] == 1 and figures["pixel_shift"] == 1.0
 
     dataset = tmp_path / "converted"
     assert main(["convert", "deeplesion", "--root", str(tree), "--out", str(dataset), "--quiet",

@@ -75,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     options = {"score": args.score} if args.protocol == "keyslice" else {}
     shift = "auto" if args.pixel_shift == "auto" else float(args.pixel_shift)
     evaluation = evaluate_files(args.protocol, args.gt, args.detections, args.split, args.iou,
-                                shift, args.dl_info, **options)
+                                shift, args.dl_info, args.only_gt_volumes, **options)
     print(evaluation.format())
     if args.json:
         write_text(args.json, json.dumps(evaluation.to_json(), indent=2) + "\n")
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-shift", default="auto",
                    help="pixels added to detection boxes; auto: +1 for uld JSON against a "
                    "DeepLesion pickle (1-based), else 0")
+    p.add_argument("--only-gt-volumes", action="store_true",
+                   help="leave out detections of volumes the ground truth does not list (default: "
+                   "such a volume is an error)")
     p.add_argument("--json", help="write the figures and the breakdown to this JSON file")
     p.add_argument("--plot", help="write the FROC curve to this PNG file")
     p.set_defaults(run=_evaluate)

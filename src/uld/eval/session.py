@@ -45,16 +45,19 @@ class Evaluation:
     breakdown: Breakdown
     pixel_shift: float
     size_unit: str
+    dropped_volumes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {**self.result.to_json(), "pixel_shift": self.pixel_shift,
-                "breakdown": self.breakdown.to_json()}
+                "dropped_volumes": self.dropped_volumes, "breakdown": self.breakdown.to_json()}
 
     def format(self) -> str:
         lines = [self.result.format()]
         if self.pixel_shift:
             lines.append(f"(detections shifted by {self.pixel_shift:+g} px into the ground truth's "
                          "1-based DL_info pixels)")
+        if self.dropped_volumes:
+            lines.append(f"({self.dropped_volumes} detection volumes not in the ground truth left out)")
         return "\n".join([*lines, "", self.breakdown.format()])
 
 
@@ -156,17 +159,27 @@ def evaluate_files(
     threshold: float | None = None,
     pixel_shift: float | str = "auto",
     dl_info: str | Path | None = None,
+    only_gt_volumes: bool = False,
     **options: Any,
 ) -> Evaluation:
     """Read ground truth and detections, align their pixels, evaluate, break down.
 
     pixel_shift: ``"auto"`` (module docstring) or a number of pixels added to every
         detection box. dl_info: a ``DL_info.csv`` for mm sizes and lesion types of DeepLesion
-        ground truth. options: protocol options (``score`` for ``keyslice``).
+        ground truth. only_gt_volumes: leave out (and count) detections of volumes the ground
+        truth does not list, e.g. ``uld predict --paper-set test`` output (1,071 sub-volumes)
+        against the manual 1K test set (800); otherwise such a volume is an error naming it.
+        options: protocol options (``score`` for ``keyslice``).
     """
     gt_path, det_path = Path(gt_source), Path(detections_source)
     gt = read_protocol_gt(protocol, gt_path, split)
     detections = read_detections(det_path)
+    volumes = list(gt.volumes) if isinstance(gt, GroundTruth3D) else list(gt)
+    dropped = 0
+    if only_gt_volumes:
+        listed = set(volumes)
+        dropped = sum(name not in listed for name in detections)
+        detections = {name: t for name, t in detections.items() if name in listed}
     pickle_gt = gt_path.is_file()
     if pixel_shift == "auto":
         pixel_shift = 1.0 if pickle_gt and _is_uld_json(det_path) else 0.0
@@ -175,7 +188,6 @@ def evaluate_files(
         detections = shift_detections(detections, shift)
     result = evaluate_protocol(protocol, gt, detections, threshold=threshold, **options)
 
-    volumes = list(gt.volumes) if isinstance(gt, GroundTruth3D) else list(gt)
     spacing: Mapping[str, tuple[float, float]] | None = None
     types: TypeTable = {}
     if gt_path.is_dir():
@@ -196,4 +208,4 @@ def evaluate_files(
         labels, names = box_types(gt, types)
     table = breakdown(result.matches, sizes=sizes, size_unit="mm" if spacing else "px",
                       labels=labels, label_names=names)
-    return Evaluation(result, table, shift, "mm" if spacing else "px")
+    return Evaluation(result, table, shift, "mm" if spacing else "px", dropped)
