@@ -59,7 +59,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ __all__ = [
     "Tracklet",
     "flatten_detections",
     "flatten_gt",
+    "gt_from_folder",
     "read_detections",
     "read_gt",
     "validate_detections",
@@ -432,7 +433,12 @@ def _gt_from_lesion_harvester(obj: Any, where: str) -> GroundTruth:
     return gt
 
 
-def _gt_from_folder(root: Path, split: str | None) -> GroundTruth:
+def gt_from_folder(
+    root: Path, split: str | None, keep: Callable[[Any], np.ndarray] | None = None
+) -> GroundTruth:
+    """Ground truth of one split of a dataset folder: every volume of the split, its rows of
+    ``annotations.csv`` sorted by ``z`` (stable). ``keep(table) -> bool mask`` selects rows
+    (e.g. key slices only); default all."""
     from uld.data.dataset import DatasetFolder
 
     if split is None:
@@ -440,8 +446,9 @@ def _gt_from_folder(root: Path, split: str | None) -> GroundTruth:
     folder = DatasetFolder(root)
     names = folder.volumes(split)
     table = folder.annotations()
+    mask = np.ones(len(table), dtype=bool) if keep is None else keep(table)
     gt: GroundTruth = {name: [] for name in names}
-    rows = [i for i in np.argsort(table.z, kind="stable") if str(table.volume[i]) in gt]
+    rows = [i for i in np.argsort(table.z, kind="stable") if mask[i] and str(table.volume[i]) in gt]
     for i in rows:
         gt[str(table.volume[i])].append((int(table.z[i]), table.boxes[i].astype(np.float64)))
     return gt
@@ -457,7 +464,7 @@ def read_gt(source: str | Path, split: str | None = None) -> GroundTruth:
     """
     path = Path(source)
     if path.is_dir():
-        return _gt_from_folder(path, split)
+        return gt_from_folder(path, split)
     if not path.is_file():
         raise EvalFormatError(f"{path}: ground-truth file or folder not found")
     if split is not None:

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from uld.eval.detections import EvalFormatError, GroundTruth, read_gt
+from uld.eval.detections import EvalFormatError, GroundTruth, gt_from_folder, read_gt
 from uld.safe_pickle import load_pickle
 
 __all__ = [
@@ -197,21 +197,15 @@ def read_keyslice_gt(
     path = Path(source)
     if not path.is_dir():
         return read_gt(path, split)
-    from uld.data.dataset import DatasetFolder
 
-    if split is None:
-        raise EvalFormatError(f"{path}: a dataset folder needs a split (train, val or test)")
-    folder = DatasetFolder(path)
-    names = folder.volumes(split)
-    table = folder.annotations()
-    gt: GroundTruth = {name: [] for name in names}
-    rows = [i for i in np.argsort(table.z, kind="stable") if str(table.volume[i]) in gt]
-    key_slices = {(str(table.volume[i]), int(table.z[i])) for i in rows if table.key[i]}
-    for i in rows:
-        name, z = str(table.volume[i]), int(table.z[i])
-        if table.key[i] or (not key_only and (name, z) in key_slices):
-            gt[name].append((z, table.boxes[i].astype(np.float64)))
-    return gt
+    def on_key_slices(table: Any) -> np.ndarray:
+        if key_only:
+            return np.asarray(table.key, dtype=bool)
+        key_slices = {(str(v), int(z)) for v, z, k in zip(table.volume, table.z, table.key) if k}
+        return np.array([(str(v), int(z)) in key_slices for v, z in zip(table.volume, table.z)],
+                        dtype=bool)
+
+    return gt_from_folder(path, split, on_key_slices)
 
 
 def keyslice_images(gt: Mapping[str, Any]) -> list[tuple[str, int]]:
