@@ -63,6 +63,7 @@ from uld.eval.keyslice import (
     official_froc_result,
     pair_ranges,
 )
+from uld.eval.p3d import TrackletHits
 
 __all__ = [
     "IOBB_THRESHOLD",
@@ -122,7 +123,7 @@ def tracklet_boxes_3d(flat: FlatDetections, z_shift: np.ndarray | None = None) -
 
 
 @dataclass(frozen=True, eq=False)
-class IOBB3DMatches:
+class IOBB3DMatches(TrackletHits):
     """Which tracklet's 3D box hits which 3D ground-truth box.
 
     scores (ndarray[T], float64): tracklet scores (max of box scores), in concatenation order
@@ -151,23 +152,6 @@ class IOBB3DMatches:
     volumes: tuple[str, ...]
     iobb_threshold: float
     z_absolute: bool
-
-    @property
-    def npos(self) -> int:
-        return len(self.gt_volume_index)
-
-    @property
-    def n_volumes(self) -> int:
-        """Number of ground-truth volumes (the "per sub-volume" denominator)."""
-        return len(self.volumes)
-
-    @property
-    def n_tracklets(self) -> int:
-        return len(self.scores)
-
-    def hits(self, tracklet: int) -> np.ndarray:
-        """``(k,)`` int64: the ground-truth boxes that tracklet ``tracklet`` hits."""
-        return self.hit_gt[self.hit_ptr[tracklet]:self.hit_ptr[tracklet + 1]]
 
 
 def _first_slices(flat: FlatDetections, source: str) -> np.ndarray:

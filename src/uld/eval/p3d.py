@@ -82,6 +82,7 @@ __all__ = [
     "FP_RATES",
     "P3DMatches",
     "P3DResult",
+    "TrackletHits",
     "UnknownVolumeError",
     "evaluate_p3d",
     "froc_sensitivity",
@@ -100,8 +101,38 @@ class UnknownVolumeError(ValueError):
     """Detections name a volume that the ground truth does not list."""
 
 
+class TrackletHits:
+    """Accessors shared by the match arrays of the volume-level protocols (P3D, IOBB 3D):
+    ``scores`` per tracklet, ``hit_ptr``/``hit_gt`` (CSR hit lists), ``gt_volume_index`` per
+    ground-truth box, ``volumes``."""
+
+    scores: np.ndarray
+    hit_ptr: np.ndarray
+    hit_gt: np.ndarray
+    gt_volume_index: np.ndarray
+    volumes: tuple[str, ...]
+
+    @property
+    def npos(self) -> int:
+        """Number of ground-truth boxes."""
+        return len(self.gt_volume_index)
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of ground-truth volumes (the "per volume" denominator)."""
+        return len(self.volumes)
+
+    @property
+    def n_tracklets(self) -> int:
+        return len(self.scores)
+
+    def hits(self, tracklet: int) -> np.ndarray:
+        """``(k,)`` int64: the ground-truth boxes that tracklet ``tracklet`` hits."""
+        return self.hit_gt[self.hit_ptr[tracklet]:self.hit_ptr[tracklet + 1]]
+
+
 @dataclass(frozen=True, eq=False)
-class P3DMatches:
+class P3DMatches(TrackletHits):
     """Which tracklet hits which ground-truth box: everything the metrics need.
 
     scores (ndarray[T], float64): tracklet scores (max of box scores), in detection order
@@ -126,23 +157,6 @@ class P3DMatches:
     volumes: tuple[str, ...]
     iou_threshold: float
 
-    @property
-    def npos(self) -> int:
-        """Number of ground-truth boxes."""
-        return len(self.gt_volume_index)
-
-    @property
-    def n_volumes(self) -> int:
-        """Number of ground-truth volumes (the "per volume" denominator)."""
-        return len(self.volumes)
-
-    @property
-    def n_tracklets(self) -> int:
-        return len(self.scores)
-
-    def hits(self, tracklet: int) -> np.ndarray:
-        """``(k,)`` int64: the ground-truth boxes that tracklet ``tracklet`` hits."""
-        return self.hit_gt[self.hit_ptr[tracklet]:self.hit_ptr[tracklet + 1]]
 
 
 @dataclass(frozen=True, eq=False)
