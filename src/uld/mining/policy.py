@@ -1,28 +1,43 @@
-"""How mined lesions enter the student's targets (METHOD.md, step 4)."""
+"""How mined lesions and hard negatives enter the student's targets (METHOD.md, step 4)."""
 
 from __future__ import annotations
 
 import torch
 
-POLICIES = ("none", "add")
+POLICIES = ("none", "add", "ignore")
 
 
 def targets_for_student(
-    known_boxes: torch.Tensor, mined_boxes: torch.Tensor, policy: str
+    known_boxes: torch.Tensor,
+    mined_boxes: torch.Tensor,
+    policy: str,
+    regress_mined: bool = True,
+    hard_negatives: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The torchvision target dict of one image.
+    """The target dict of one image (torchvision's keys plus ``uld.model.sampling``'s).
 
-    known_boxes (Tensor[N, 4]), mined_boxes (Tensor[K, 4]): in the student's pixel frame.
-    ``none`` trains on the known boxes alone; ``add`` makes mined boxes extra foreground
-    (with regression targets, like any ground truth). Labels are all 1 ("lesion").
+    known_boxes (Tensor[N, 4]), mined_boxes (Tensor[K, 4]), hard_negatives (Tensor[H, 4]):
+    in the student's pixel frame. ``none`` trains on the known boxes alone; ``add`` makes mined
+    boxes extra foreground (with regression targets unless ``regress_mined`` is false);
+    ``ignore`` takes the anchors and proposals on mined boxes out of the classification loss.
+    Hard negatives, when given, are forced into the background samples. Labels are all 1.
     """
-    if policy == "none":
-        boxes = known_boxes
-    elif policy == "add":
-        boxes = torch.cat([known_boxes, mined_boxes.to(known_boxes)], dim=0)
-    else:
+    if policy not in POLICIES:
         raise ValueError(f"unknown mining policy {policy!r} (known: {POLICIES})")
-    return {
-        "boxes": boxes.reshape(-1, 4),
+    known = known_boxes.reshape(-1, 4)
+    mined = mined_boxes.to(known).reshape(-1, 4)
+    boxes = torch.cat([known, mined]) if policy == "add" else known
+    target = {
+        "boxes": boxes,
         "labels": torch.ones(boxes.shape[0], dtype=torch.int64, device=boxes.device),
     }
+    if policy == "add" and not regress_mined and len(mined):
+        target["regress"] = torch.cat([
+            torch.ones(len(known), dtype=torch.bool, device=boxes.device),
+            torch.zeros(len(mined), dtype=torch.bool, device=boxes.device),
+        ])
+    if policy == "ignore" and len(mined):
+        target["ignore_boxes"] = mined
+    if hard_negatives is not None and hard_negatives.numel():
+        target["hard_negatives"] = hard_negatives.to(known).reshape(-1, 4)
+    return target

@@ -24,6 +24,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from uld.config import ModelConfig
+from uld.model.heads import LesionRoIHeads, LesionRPN
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):
@@ -43,7 +44,8 @@ class LesionDetector(GeneralizedRCNN):
     forward(images, targets=None):
         images (list[FloatTensor[S, H, W]]): windowed stacks in [0, 1].
         targets (list[dict]): ``boxes`` FloatTensor[N, 4] (x1, y1, x2, y2 pixels, N may be 0)
-            and ``labels`` Int64Tensor[N] (all 1).
+            and ``labels`` Int64Tensor[N] (all 1); optionally ``regress``, ``ignore_boxes`` and
+            ``hard_negatives`` (``uld.model.sampling``).
         Training mode returns the four torchvision losses; eval mode returns per image
         ``boxes`` FloatTensor[K, 4], ``scores`` FloatTensor[K], ``labels`` Int64Tensor[K].
     """
@@ -178,7 +180,7 @@ def build_detector(config: ModelConfig, in_channels: int) -> LesionDetector:
     anchors = AnchorGenerator(
         sizes=(tuple(config.anchor_sizes),), aspect_ratios=(tuple(config.aspect_ratios),)
     )
-    rpn = RegionProposalNetwork(
+    rpn = LesionRPN(
         anchors,
         RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7,
@@ -195,7 +197,7 @@ def build_detector(config: ModelConfig, in_channels: int) -> LesionDetector:
         },
         nms_thresh=0.7,
     )
-    roi_heads = RoIHeads(
+    roi_heads = LesionRoIHeads(
         box_roi_pool=MultiScaleRoIAlign(
             featmap_names=["0"], output_size=7, sampling_ratio=config.roi_sampling_ratio
         ),
