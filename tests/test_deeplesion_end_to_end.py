@@ -125,4 +125,4 @@ def test_train_predict_evaluate_convert_on_the_paper_split(tree, tmp_path, capsy
     assert sorted(folder.volumes("train")) == sorted(TRAIN)
     assert folder.volumes("val") == [VAL] and folder.volumes("test") == [TEST]
     assert folder.read_volume(VAL).shape == (16, 512, 512)
-    assert (dataset / "negatives.csv").read_text().split() == ["volume", NEGATIVE]
+    assert folder.volumes("negatives") == [NEGATIVE]

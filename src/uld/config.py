@@ -97,19 +97,38 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """Mean-teacher lesion mining (METHOD.md, 'The framework')."""
+    """Mean-teacher lesion mining (METHOD.md, 'The framework'; README, 'Mining settings')."""
 
-    policy: Literal["none", "add"] = "add"
+    policy: Literal["none", "add", "ignore"] = "add"
+    """``add``: mined boxes become foreground; ``ignore``: anchors and proposals on them leave
+    the classification loss; ``none``: no mining (the EMA teacher is still trained)."""
     tau: float = 0.9
     """Teacher score at or above which a box is mined."""
     gt_nms_iou: float = 0.7
     """Teacher boxes overlapping a known box above this IoU are dropped."""
+    regress_mined: bool = True
+    """Under ``add``, mined boxes also get box-regression targets (the paper does not say)."""
     ema_momentum: float = 0.999
     """teacher = m * teacher + (1 - m) * student; MMDetection's MeanTeacherHook(momentum=1-m)."""
     ema_warmup: bool = False
     """Ramp the momentum as min(1 - 1/(t + 1), m) (mean-teacher paper); off in the paper."""
     start_iteration: int = 0
     """Supervised burn-in: no mining before this iteration (the EMA runs from the start)."""
+    consistency_neighbours: int = 0
+    """3D consistency filter: a mined box is kept only when the teacher also finds it (IoU >=
+    ``consistency_iou``, score >= ``consistency_score``) on this many of the two stacks
+    centred one stack spacing above and below (0 = off, 1 = either, 2 = both)."""
+    consistency_score: float = 0.5
+    consistency_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"mining.tau = {self.tau}: must lie in (0, 1]")
+        if not 0.0 <= self.gt_nms_iou <= 1.0:
+            raise ConfigError(f"mining.gt_nms_iou = {self.gt_nms_iou}: must lie in [0, 1]")
+        if self.consistency_neighbours not in (0, 1, 2):
+            raise ConfigError(f"mining.consistency_neighbours = {self.consistency_neighbours}: "
+                              "must be 0, 1 or 2")
 
 
 @dataclass(frozen=True)
@@ -123,7 +142,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iterations: int = 500
-    """Linear warm-up from lr/10; the lr is constant afterwards (METHOD.md)."""
+    """Linear warm-up from lr/10; then the ``lr_schedule``."""
+    lr_schedule: Literal["constant", "step"] = "constant"
+    """``constant`` (the paper's choice) or ``step``: multiply by ``lr_decay_gamma`` at each
+    fraction ``lr_decay_at`` of ``iterations`` (the paper's decay ablation)."""
+    lr_decay_at: tuple[float, ...] = (0.75, 0.9)
+    lr_decay_gamma: float = 0.1
     resize_range: tuple[float, float] = (0.8, 1.2)
     """Student random resize ratio; the teacher always sees ratio 1.0."""
     eval_every: int = 2_000

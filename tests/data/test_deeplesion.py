@@ -405,7 +405,8 @@ def test_convert_round_trip_matches_the_split(tmp_path, small_deeplesion):
 
     folder = DatasetFolder(out)
     assert folder.splits == {"000010_01_01_001-005": "train", "000011_01_01_020-021": "train",
-                             "000011_01_01_007-009": "val", "000012_01_01_003-006": "test"}
+                             "000011_01_01_007-009": "val", "000012_01_01_003-006": "test",
+                             "000013_01_01_001-002": "negatives"}
     for set_name in ("train", "val", "test"):
         written = read_gt(out, split=set_name)
         expected = getattr(split, set_name)
@@ -416,7 +417,7 @@ def test_convert_round_trip_matches_the_split(tmp_path, small_deeplesion):
             assert [z for z, _ in written[name]] == [z for z, _ in want]
             np.testing.assert_allclose([b for _, b in written[name]], [b for _, b in want], atol=1e-9)
     table = folder.annotations()
-    assert table.key.all() and len(table) == 3 + 1 + 3 + 2
+    assert table.key.all() and len(table) == 3 + 1 + 3 + 2 + 2  # train, val, test, negatives
     # z is the offset from the first slice; boxes 0-based: DL_info (5, 6, 20, 22) on key 3
     train = table.for_volumes(["000010_01_01_001-005"])
     assert train.z.tolist() == [2, 2, 4]
@@ -428,9 +429,9 @@ def test_convert_round_trip_matches_the_split(tmp_path, small_deeplesion):
     assert vol.hu.dtype == np.int16 and vol.spacing_xyz == pytest.approx((0.6, 0.6, 1.0))
     np.testing.assert_array_equal(vol.hu, np.stack([hu_slice(3 * n, (40, 48)) for n in range(3, 7)]))
 
-    # the hard-negative pool: volumes written, listed, labels kept apart from splits.csv
-    assert [r["volume"] for r in csv.DictReader((out / "negatives.csv").open())] == ["000013_01_01_001-002"]
-    neg = read_annotations(out / "negatives_annotations.csv")
+    # the hard-negative pool: its own split, full labels in annotations.csv
+    assert folder.volumes("negatives") == ["000013_01_01_001-002"]
+    neg = table.for_volumes(["000013_01_01_001-002"])
     assert neg.z.tolist() == [0, 1] and neg.boxes.tolist() == [[19, 19, 29, 29], [7, 7, 17, 17]]
     assert read_volume(out / "volumes" / "000013_01_01_001-002.nii.gz").shape == (2, 40, 48)
 
@@ -448,7 +449,7 @@ def test_convert_negatives_as_train(tmp_path, small_deeplesion):
     folder = DatasetFolder(tmp_path / "d")
     assert folder.splits["000013_01_01_001-002"] == "train"
     assert len(read_gt(tmp_path / "d", split="train")["000013_01_01_001-002"]) == 2
-    assert not (tmp_path / "d" / "negatives.csv").exists()
+    assert folder.volumes("negatives") == []
 
 
 def test_convert_errors_stop_or_skip(tmp_path, small_deeplesion):

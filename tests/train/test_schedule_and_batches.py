@@ -30,3 +30,26 @@ def test_resize_ratio_in_range_and_reproducible():
     assert all(0.8 <= r <= 1.2 for r in ratios)
     assert ratios == [resize_ratio(s, 0, 0.8, 1.2) for s in range(50)]
     assert resize_ratio(5, 0, 1.0, 1.0) == 1.0
+
+
+def test_step_decay_multiplies_by_gamma_at_each_fraction_after_warm_up():
+    kw = dict(schedule="step", iterations=1000, decay_at=(0.5, 0.9), gamma=0.1)
+    assert learning_rate(0, 0.02, 100, **kw) == 0.002
+    assert learning_rate(499, 0.02, 100, **kw) == 0.02
+    assert abs(learning_rate(500, 0.02, 100, **kw) - 0.002) < 1e-15
+    assert abs(learning_rate(900, 0.02, 100, **kw) - 0.0002) < 1e-15
+    assert learning_rate(900, 0.02, 100, schedule="constant", iterations=1000) == 0.02
+
+
+def test_schedule_and_tau_are_checked_in_the_config():
+    import pytest
+
+    from uld.config import ConfigError, load_config
+
+    config = load_config(None, ["train.lr_schedule=step", "mining.tau=0.85",
+                                "mining.policy=ignore", "mining.regress_mined=false"])
+    assert (config.train.lr_schedule, config.mining.tau) == ("step", 0.85)
+    with pytest.raises(ConfigError, match="mining.tau = 1.5"):
+        load_config(None, ["mining.tau=1.5"])
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_config(None, ["train.lr_schedule=cosine"])

@@ -5,7 +5,7 @@
     DATASET/
       volumes/<volume>.nii.gz   CT in HU with spacing, origin and direction
       annotations.csv           volume,z,x1,y1,x2,y2[,more columns]
-      splits.csv                volume,split   (split: train | val | test)
+      splits.csv                volume,split   (split: train | val | test | negatives)
       dataset.json              optional: {"format": "uld-dataset", "version": 1, ...}
 
 A row of ``annotations.csv`` is one 2D box on axial slice ``z``; ``z``, ``y`` and ``x`` index
@@ -13,7 +13,9 @@ the array that SimpleITK's ``GetArrayFromImage`` returns (``[z, y, x]``, 0-based
 y = row). Boxes are float pixels ``x1 < x2``, ``y1 < y2``. An optional ``key`` column (0/1)
 marks the slices a lesion was measured on; training samples are drawn at key slices, and a
 file without the column treats every row as key. Val and test volumes are taken as fully
-annotated; train volumes may be partially annotated.
+annotated; train volumes may be partially annotated. ``negatives`` volumes are fully annotated
+training volumes kept apart: the pool that ``uld mine-negatives`` searches for hard negatives,
+and that a hard-negative retraining (``data.hard_negatives``) adds to the training set.
 
 Every reader validates what it reads and raises :class:`DataError` naming file, row and value.
 """
@@ -31,7 +33,7 @@ import numpy as np
 from uld.atomic import write_text
 from uld.data.volume import Volume, read_volume
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "negatives")
 REQUIRED_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2")
 FORMAT_NAME = "uld-dataset"
 FORMAT_VERSION = 1

@@ -845,9 +845,9 @@ def convert_deeplesion(
     conversion never looks complete.
 
     negatives: what to do with the 744 ``Revised-Train744`` sub-volumes:
-        ``"list"`` (default): write their volumes, list them in ``negatives.csv`` (``volume``)
-        and their full labels in ``negatives_annotations.csv`` (same columns as
-        ``annotations.csv``), and keep them out of ``splits.csv``;
+        ``"list"`` (default): write their volumes as split ``negatives`` of ``splits.csv``
+        with their full labels in ``annotations.csv`` (the hard-negative pool; no run trains
+        on them unless asked to with ``data.hard_negatives``);
         ``"train"``: add them to the train split with their full labels;
         ``"omit"``: leave them out.
     dl_info_path: defaults to ``root/DL_info.csv``.
@@ -876,8 +876,7 @@ def convert_deeplesion(
         jobs += [(target, v, b) for v, b in split.negatives.items()]
 
     splits: dict[str, str] = {}
-    negative_names: list[str] = []
-    rows: dict[str, list[tuple[Any, ...]]] = {"annotations": [], "negatives": []}
+    rows: list[tuple[Any, ...]] = []
     for set_name, name, boxes in tqdm(jobs, desc="DeepLesion -> dataset", unit="vol", disable=not progress):
         folder = parse_subvolume_name(name)[0]
         try:
@@ -901,24 +900,17 @@ def convert_deeplesion(
             skipped.append(str(exc))
             continue
         write_volume(volume, out / "volumes" / f"{name}.nii.gz")
-        if set_name == "negatives":
-            negative_names.append(name)
-            rows["negatives"] += table
-        else:
-            splits[name] = set_name
-            rows["annotations"] += table
+        splits[name] = set_name
+        rows += table
 
     write_csv(out / "splits.csv", ("volume", "split"), splits.items())
-    write_csv(out / "annotations.csv", ANNOTATION_COLUMNS, rows["annotations"])
-    if negatives == "list":
-        write_csv(out / "negatives.csv", ("volume",), ([n] for n in negative_names))
-        write_csv(out / "negatives_annotations.csv", ANNOTATION_COLUMNS, rows["negatives"])
+    write_csv(out / "annotations.csv", ANNOTATION_COLUMNS, rows)
     summary = {
         "volumes": {s: sum(1 for v in splits.values() if v == s) for s in ("train", "val", "test")},
-        "boxes": {s: sum(1 for r in rows["annotations"] if splits[r[0]] == s)
-                  for s in ("train", "val", "test")},
-        "negatives": {"mode": negatives, "volumes": len(negative_names),
-                      "boxes": len(rows["negatives"])},
+        "boxes": {s: sum(1 for r in rows if splits[r[0]] == s) for s in ("train", "val", "test")},
+        "negatives": {"mode": negatives,
+                      "volumes": sum(1 for v in splits.values() if v == "negatives"),
+                      "boxes": sum(1 for r in rows if splits[r[0]] == "negatives")},
         "dropped_noisy": info.dropped_noisy,
         "removed_from_train": len(split.removed_from_train),
         "skipped": skipped,

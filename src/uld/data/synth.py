@@ -187,6 +187,9 @@ class SynthConfig:
     n_train: int = 300
     n_val: int = 30
     n_test: int = 60
+    n_negatives: int = 0
+    """Fully annotated training-like volumes (split ``negatives``, after the test volumes):
+    the pool that ``uld mine-negatives`` searches for hard negatives (Revised-Train744's role)."""
     size: int = 128
     """Slices are ``size x size`` pixels."""
     seed: int = 0
@@ -241,11 +244,12 @@ class SynthConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"SynthConfig.{name} = {getattr(self, name)!r}: {why}")
 
-        for name in ("n_train", "n_val", "n_test"):
+        for name in ("n_train", "n_val", "n_test", "n_negatives"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
-        if self.n_train + self.n_val + self.n_test > 100_000:
-            raise bad("n_train", "n_train + n_val + n_test must be at most 100000 (5-digit names)")
+        if self.n_volumes > 100_000:
+            raise bad("n_train", "n_train + n_val + n_test + n_negatives must be at most 100000 "
+                      "(5-digit names)")
         if self.size < 32:
             raise bad("size", "must be >= 32 pixels")
         if not self.lesion_contrast > 0:
@@ -285,7 +289,7 @@ class SynthConfig:
 
     @property
     def n_volumes(self) -> int:
-        return self.n_train + self.n_val + self.n_test
+        return self.n_train + self.n_val + self.n_test + self.n_negatives
 
 
 @dataclass(frozen=True)
@@ -344,12 +348,14 @@ def volume_name(index: int) -> str:
 
 
 def split_of(config: SynthConfig, index: int) -> str:
-    """Volumes ``0..n_train-1`` are train, then val, then test."""
+    """Volumes ``0..n_train-1`` are train, then val, then test, then negatives."""
     if not 0 <= index < config.n_volumes:
         raise IndexError(f"volume index {index} outside 0..{config.n_volumes - 1}")
-    if index < config.n_train:
-        return "train"
-    return "val" if index < config.n_train + config.n_val else "test"
+    for split, count in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)):
+        if index < count:
+            return split
+        index -= count
+    return "negatives"
 
 
 # --------------------------------------------------------------------------------------------
