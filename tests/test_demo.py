@@ -7,7 +7,7 @@ TINY = (
     "model.small_channels=[8, 16]", "model.out_channels=16", "model.representation_size=32",
     "model.rpn_batch_size_per_image=32", "model.box_batch_size_per_image=32",
     "train.iterations=4", "train.eval_every=2", "train.checkpoint_every=2",
-    "train.warmup_iterations=1", "mining.start_iteration=2", "mining.tau=0.0",
+    "train.warmup_iterations=1", "mining.start_iteration=2", "mining.tau=0.01",
 )
 
 
@@ -18,7 +18,7 @@ def test_demo_writes_a_report_and_reuses_finished_runs(tmp_path, capsys):
     for run in RUNS:
         assert run.label in text
         assert (tmp_path / run.name / "model.pt").is_file()
-    assert "| method | R | P+ | 0.125 |" in text
+    assert "| method | R | P+ | P- | seeds | 0.125 |" in text
     for picture in ("froc.png", "mined_lesions.png"):
         assert (tmp_path / picture).stat().st_size > 1000
     assert "Oracle (complete labels)" in capsys.readouterr().out

@@ -106,6 +106,43 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"dataset written to {args.out}")
 
 
+def _mine_negatives(args: argparse.Namespace) -> None:
+    import torch
+
+    from uld.eval.detections import read_gt
+    from uld.infer.predict import load_model
+    from uld.infer.scans import dataset_sources, deeplesion_sources
+    from uld.mining.negatives import NegativeRule, mine_negatives, pool_truth
+
+    if bool(args.data) == bool(args.deeplesion):
+        raise ValueError("give the fully annotated volumes with either --data DIR or --deeplesion ROOT")
+    if args.data:
+        sources, truth = dataset_sources(args.data, "negatives"), pool_truth(args.data)
+    else:
+        from uld.data.deeplesion import HARVESTER_FILES
+
+        root = Path(args.deeplesion)
+        harvester = Path(args.harvester) if args.harvester else root / "lesion_harvester"
+        sources = deeplesion_sources(root, paper_set="negatives", harvester_dir=str(harvester))
+        pool = read_gt(harvester / HARVESTER_FILES["negatives"])  # 1-based, as DL_info
+        truth = {name: [(z, box - 1.0) for z, box in boxes] for name, boxes in pool.items()}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, config = load_model(args.model, device)
+    rule = NegativeRule(args.min_score, args.match_iou, args.z_margin, args.per_volume)
+    summary = mine_negatives(model, config, sources, truth, args.out, rule,
+                             one_based=bool(args.deeplesion), device=device, progress=not args.quiet)
+    print(f"{summary['hard_negatives']} hard negatives in {summary['volumes']} volumes: "
+          f"{summary['json']} (retrain with --set data.hard_negatives=...), {summary['pickle']}")
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    from uld.experiment.paper import run_paper_experiment
+
+    report = run_paper_experiment(args.out, args.budget, progress=not args.quiet,
+                                  overrides=tuple(args.set), only=tuple(args.only))
+    print(f"report: {report}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from uld.demo import run_demo
 
@@ -155,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder or model file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--data", help="a dataset folder (generic format): predict one of its splits")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "negatives"],
                    help="split of --data (default test)")
     p.add_argument("--deeplesion", metavar="ROOT", help="a DeepLesion root (Images_png, DL_info.csv)")
     p.add_argument("--volume", action="append", default=[], metavar="NAME",
@@ -211,6 +248,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bad row or file stops the conversion (default) or is skipped and reported")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_convert)
+
+    p = sub.add_parser(
+        "mine-negatives", help="hard negatives (P-) of a trained teacher on fully annotated volumes",
+        description="Runs the model over every slice of the fully annotated training volumes "
+        "(split 'negatives' of --data, or Revised-Train744 of --deeplesion) and writes its "
+        "confident detections that match no lesion: OUT/hard_negatives.json (read by "
+        "data.hard_negatives) and OUT/HardNegatives.pkl (Lesion Harvester's 2D layout).",
+    )
+    p.add_argument("--model", required=True, help="run folder or model file (the teacher)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="a dataset folder with a 'negatives' split")
+    p.add_argument("--deeplesion", metavar="ROOT", help="a DeepLesion root (uses Revised-Train744)")
+    p.add_argument("--harvester", help="Lesion Harvester folder (default ROOT/lesion_harvester)")
+    p.add_argument("--min-score", type=float, default=0.5, help="detection score at least this")
+    p.add_argument("--match-iou", type=float, default=0.3,
+                   help="a detection overlapping a lesion box this much (IoU) is no hard negative")
+    p.add_argument("--z-margin", type=int, default=2,
+                   help="lesion boxes this many slices away count as on the detection's slice")
+    p.add_argument("--per-volume", type=int, default=10,
+                   help="keep the highest scoring this many per volume (Lesion Harvester: 10)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_mine_negatives)
+
+    p = sub.add_parser(
+        "experiment", help="the paper's experiments on the synthetic benchmark, with a report",
+        description="Oracle, baseline, add, ignore (per seed), add + hard negatives, tau 0.95-0.80 "
+        "and lr decay; every teacher evaluated with P3D; OUT/report.md holds Tables I-IV. "
+        "Finished steps are reused, interrupted runs resumed.",
+    )
+    p.add_argument("name", choices=["paper"], help="which experiment")
+    p.add_argument("--budget", choices=["default", "small", "tiny"], default="default",
+                   help="default: 3 seeds for the main rows; small: 1 seed (under an hour on 2 "
+                   "cores); tiny: a pipeline check")
+    p.add_argument("--out", default="runs/paper", help="output folder (default runs/paper)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of every run")
+    p.add_argument("--only", action="append", default=[], metavar="RUN",
+                   help="run only this run (repeatable), e.g. --only add_s0")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_experiment)
 
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")

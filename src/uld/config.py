@@ -59,6 +59,10 @@ class DataConfig:
     (or absolute): the fully annotated validation, test and hard-negative sub-volumes."""
     drop_noisy: bool = True
     """DeepLesion: leave out lesions marked ``Possibly_noisy`` (as MULAN and Lesion Harvester)."""
+    hard_negatives: str = ""
+    """Hard-negative retraining (P-): a ``hard_negatives.json`` written by ``uld mine-negatives``.
+    When set, the fully annotated ``negatives`` volumes join the training set with all their
+    labels (no mining on them) and every listed box is forced into the background samples."""
     cache_volumes: bool = True
     """Keep every decoded volume in memory (fine for the synthetic benchmark)."""
 

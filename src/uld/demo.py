@@ -3,49 +3,32 @@
 Three runs with the same budget and seed: an oracle trained on the complete labels, the
 baseline (EMA teacher, no mining) and mining with the ``add`` policy, both on the partial
 labels. Each teacher is evaluated on the fully annotated test split; ``report.md`` holds a
-table shaped like the paper's Table I, a FROC plot and a picture of mined lesions.
-Finished runs are reused and interrupted ones resumed when the demo is started again.
+table shaped like the paper's Table I, a FROC plot and a picture of mined lesions. It is the
+main rows of ``uld experiment paper`` at one seed; finished runs are reused and interrupted
+ones resumed when the demo is started again.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
-from uld.config import Config, config_from_dict, load_config, override, upgrade_saved_config
+from uld.config import load_config, override
 from uld.data.dataset import DatasetFolder
-from uld.data.samples import KeySliceDataset
-from uld.data.sources import VolumeStore
-from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
-from uld.eval.detections import read_gt, write_detections_json
-from uld.eval.p3d import P3DResult, evaluate_p3d
-from uld.eval.plots import plot_froc
-from uld.infer.predict import load_model, predict_volumes
-from uld.mining.gallery import mined_gallery
-from uld.report import results_table
-from uld.train.loop import train
-
-
-@dataclass(frozen=True)
-class DemoRun:
-    """One row of the demo's table."""
-
-    name: str
-    label: str
-    mined: bool
-    overrides: tuple[str, ...]
-
+from uld.data.synth import SynthConfig, format_summary
+from uld.eval.detections import read_gt
+from uld.experiment.plan import RunSpec
+from uld.experiment.report import by_kind, gap_lines, per_seed_table, plot_main_froc, read_run, table_one
+from uld.experiment.runner import ensure_dataset, evaluate_run, train_or_reuse
 
 RUNS = (
-    DemoRun("oracle", "Oracle (complete labels)", False,
+    RunSpec("oracle", "Oracle (complete labels)", "oracle", 0,
             ("data.annotations=annotations_full.csv", "mining.policy=none")),
-    DemoRun("baseline", "EMA teacher, no mining", False, ("mining.policy=none",)),
-    DemoRun("mining", "EMA teacher, mining (add)", True, ("mining.policy=add",)),
+    RunSpec("baseline", "EMA teacher, no mining", "none", 0, ("mining.policy=none",)),
+    RunSpec("mining", "EMA teacher, mining (add)", "add", 0, ("mining.policy=add",), mined=True),
 )
 
 
@@ -58,29 +41,6 @@ def demo_settings(quick: bool) -> tuple[SynthConfig, tuple[str, ...]]:
              "mining.start_iteration=150", "train.warmup_iterations=50"),
         )
     return SynthConfig(n_train=200, n_val=20, n_test=40, seed=0), ()
-
-
-def _ensure_dataset(root: Path, synth: SynthConfig, progress: bool) -> None:
-    if (root / "dataset.json").is_file():
-        stored = json.loads((root / "dataset.json").read_text()).get("generator", {})
-        if stored == json.loads(json.dumps(synth.__dict__)):
-            return
-        raise FileExistsError(f"{root} holds another dataset: remove it or choose another --out")
-    print(format_summary(write_synthetic_dataset(root, synth, progress=progress)))
-
-
-def _saved_config(path: Path) -> Config:
-    return config_from_dict(upgrade_saved_config(yaml.safe_load(path.read_text())))
-
-
-def _train_or_reuse(config: Config, run_dir: Path, progress: bool) -> None:
-    """Train, resume an interrupted run, or reuse a finished one made with the same config."""
-    saved = run_dir / "config.yaml"
-    if saved.is_file() and _saved_config(saved) != config:
-        raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
-    if (run_dir / "model.pt").is_file():
-        return
-    train(config, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
 
 
 def run_demo(
@@ -97,50 +57,24 @@ def run_demo(
     out = Path(out)
     synth, extra = settings or demo_settings(quick)
     data = out / "data"
-    _ensure_dataset(data, synth, progress)
+    ensure_dataset(data, synth, progress)
     base = load_config("demo", [f"data.root={data}", *extra])
-    folder = DatasetFolder(data)
-    store = VolumeStore(folder, cache=True)
     gt = read_gt(data, split="test")
-    results: dict[str, P3DResult] = {}
     for run in RUNS:
-        config = override(base, *run.overrides)
-        _train_or_reuse(config, out / run.name, progress)
-        model, model_config = load_model(out / run.name)
-        names = folder.volumes("test")
-        detections = predict_volumes(
-            model, ((n, store[n]) for n in names), model_config, "cpu", progress, len(names)
-        )
-        write_detections_json(detections, out / run.name / "test_detections.json")
-        results[run.name] = evaluate_p3d(gt, detections, model_config.eval.iou)
-
-    plot_froc({r.label: (results[r.name].fps, results[r.name].sens) for r in RUNS},
-              out / "froc.png")
-    mining_config = override(base, *RUNS[-1].overrides)
-    teacher, _ = load_model(out / "mining")
-    labels = folder.annotations(mining_config.data.annotations).for_volumes(folder.volumes("train"))
-    truth = folder.annotations(mining_config.data.truth).for_volumes(folder.volumes("train"))
-    n_mined = mined_gallery(
-        teacher, KeySliceDataset(store, labels, mining_config.data, truth), mining_config,
-        out / "mined_lesions.png",
-    )
-    rows = [(r.label, True, r.mined, results[r.name]) for r in RUNS]
-    table = results_table(rows)
-    summaries = {r.name: json.loads((out / r.name / "summary.json").read_text()) for r in RUNS}
+        train_or_reuse(override(base, *run.overrides), out / run.name, progress)
+        evaluate_run(out / run.name, data, gt, progress)
+    results = [read_run(run, out / run.name, base.mining.tau) for run in RUNS]
+    groups = by_kind(results)
+    kinds = [run.kind for run in RUNS]
+    plot_main_froc(groups, kinds, out / "froc.png")
+    gallery = out / "mining" / "mined_lesions.png"
+    if gallery.is_file():
+        shutil.copyfile(gallery, out / "mined_lesions.png")
+    table = table_one(groups, kinds)
     minutes = (time.perf_counter() - started) / 60
-    report = _report(table, summaries, folder.info(), n_mined, minutes, quick)
-    path = out / "report.md"
-    path.write_text(report)
-    print(table)
-    print(f"\nreport: {path} ({minutes:.1f} min)")
-    return path
-
-
-def _report(table: str, summaries: dict, info: dict, n_mined: int, minutes: float,
-            quick: bool) -> str:
-    mining = summaries["mining"]
-    precision = mining.get("mined_precision")
-    recall = mining.get("mined_recall")
+    info = DatasetFolder(data).info()
+    mining = results[-1].summary
+    final = mining.get("final_teacher_mining") or {}
     lines = [
         f"# uld demo{' (quick)' if quick else ''}",
         "",
@@ -151,30 +85,41 @@ def _report(table: str, summaries: dict, info: dict, n_mined: int, minutes: floa
         "",
         "![FROC](froc.png)",
         "",
+        *gap_lines(groups),
+        "",
         "## Mining",
         "",
-        f"- boxes mined during training: {mining['mined']}",
-        f"- of them on a true (unlabeled) lesion: {mining['mined_true']}"
-        + (f" (precision {precision:.3f})" if precision is not None else ""),
-        f"- unlabeled lesions on training slices found by mining: {mining['missing_lesions_found']}"
-        f" of {mining['missing_lesions_seen']}"
-        + (f" (recall {recall:.3f})" if recall is not None else ""),
+        f"- boxes mined during training: {mining['mined']} (precision "
+        f"{_fmt(mining.get('mined_precision'))}, recall {_fmt(mining.get('mined_recall'))} "
+        "against the generator's complete labels)",
+        f"- the final teacher re-mining the {final.get('slices_searched', '-')} training slices: "
+        f"{final.get('mined', '-')} boxes (precision {_fmt(final.get('precision'))}, recall "
+        f"{_fmt(final.get('recall'))})",
         "",
-        f"Mined lesions of the final teacher on training slices ({n_mined} shown): "
-        "labeled boxes green, mined boxes blue, unlabeled true lesions dashed white.",
+        "Mined lesions of the final teacher on training slices: labeled boxes green, mined boxes "
+        "blue, unlabeled true lesions dashed white.",
         "",
         "![mined lesions](mined_lesions.png)",
         "",
         "## Runs",
         "",
-        "| run | steps | best val AP | s/step teacher | s/step student |",
-        "|---|---|---|---|---|",
+        per_seed_table(results),
+        "",
+        "## Data",
+        "",
+        "```",
+        format_summary(info.get("summary", {})),
+        "```",
+        "",
+        f"Wall time: {minutes:.1f} minutes, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads.",
     ]
-    for name, s in summaries.items():
-        best = "-" if s["best_val_ap"] is None else f"{100 * s['best_val_ap']:.1f}"
-        lines.append(f"| {name} | {s['steps']} | {best} | {s['seconds_per_step_teacher']:.3f} | "
-                     f"{s['seconds_per_step_student']:.3f} |")
-    lines += ["", "## Data", "", "```", format_summary(info.get("summary", {})), "```", "",
-              f"Wall time: {minutes:.1f} minutes, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads."]
-    return "\n".join(lines) + "\n"
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(table)
+    print(f"\nreport: {path} ({minutes:.1f} min)")
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

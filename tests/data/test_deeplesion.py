@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from uld.data.dataset import DatasetFolder, read_annotations
+from uld.data.dataset import DatasetFolder
 from uld.data.deeplesion import (
     DL_INFO_COLUMNS,
     DeepLesionError,

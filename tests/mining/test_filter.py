@@ -53,3 +53,33 @@ def test_mining_counts():
     c = mining_counts(mined, known, truth)
     assert (c.mined, c.true, c.missing, c.found) == (3, 1, 2, 1)
     assert c.precision == 1 / 3 and c.recall == 0.5
+
+
+def test_consistency_keeps_boxes_the_neighbouring_stacks_confirm():
+    from uld.mining.filter import supported
+
+    mined = torch.tensor([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 60.0, 60.0]])
+    above = (torch.tensor([[11.0, 10.0, 30.0, 31.0], [50.0, 50.0, 60.0, 60.0]]), torch.tensor([0.8, 0.3]))
+    below = (torch.tensor([[9.0, 9.0, 29.0, 29.0]]), torch.tensor([0.6]))
+    assert supported(mined, [above, below], 0.5, 0.5, 2).tolist() == [True, False]
+    assert supported(mined, [above, below], 0.2, 0.5, 1).tolist() == [True, True]
+    assert supported(mined, [above, below], 0.7, 0.5, 2).tolist() == [False, False]
+    assert supported(mined[:0], [above, below], 0.5, 0.5, 1).shape == (0,)
+
+
+def test_context_stack_holds_the_sample_and_its_neighbouring_stacks(tmp_path):
+    from uld.config import load_config
+    from uld.data.samples import KeySliceDataset
+    from uld.data.sources import open_training_data
+    from uld.data.synth import SynthConfig, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path, SynthConfig(n_train=2, n_val=0, n_test=0, size=48,
+                                                  depth=(10, 12), seed=1), progress=False)
+    config = load_config("demo", [f"data.root={tmp_path}"])
+    data = open_training_data(config.data)
+    plain = KeySliceDataset(data.store, data.labels, config.data)
+    wide = KeySliceDataset(data.store, data.labels, config.data, context=True)
+    a, b = plain[0], wide[0]
+    assert b.context.shape[0] == a.image.shape[0] + 2
+    torch.testing.assert_close(b.image, a.image)
+    assert torch.equal(b.context[1:-1], b.image)

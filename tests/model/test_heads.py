@@ -147,7 +147,7 @@ def test_an_ignored_region_contributes_nothing_to_the_classification_losses():
     assert (labels[0] != IGNORE).all()
     none_target = targets_for_student(KNOWN, MINED, "none")
     torch.manual_seed(0)
-    sampled_none, labels_none, _ = heads.select_training_samples(proposals, [none_target])
+    sampled_none, _, _ = heads.select_training_samples(proposals, [none_target])
     assert (box_iou(sampled_none[0], MINED)[:, 0] >= 0.5).any()  # as background without it
 
 

@@ -95,6 +95,17 @@ class Annotations:
             None if self.row is None else self.row[mask],
         )
 
+    def concat(self, other: Annotations) -> Annotations:
+        """This table's rows, then ``other``'s (extra columns both have are kept)."""
+        shared = sorted(set(self.extra) & set(other.extra))
+        rows = None if self.row is None or other.row is None else np.concatenate([self.row, other.row])
+        return Annotations(
+            np.concatenate([self.volume, other.volume]), np.concatenate([self.z, other.z]),
+            np.concatenate([self.boxes.reshape(-1, 4), other.boxes.reshape(-1, 4)]),
+            np.concatenate([self.key, other.key]),
+            {k: np.concatenate([self.extra[k], other.extra[k]]) for k in shared}, rows,
+        )
+
     def for_volumes(self, names: Iterable[str]) -> Annotations:
         """Rows of the named volumes."""
         wanted = set(names)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,12 @@ class Sample:
         (x1, y1, x2, y2, clipped to the image); N may be 0.
     truth (FloatTensor[M, 4] | None): every true lesion on the slice, when known (diagnostics).
     frame: native slice pixels -> image pixels (``frame.to_native`` maps boxes back).
+    hard_negatives (FloatTensor[H, 4]): boxes to force into the background samples (P-).
+    complete: the volume's labels are complete (nothing to mine).
+    context (FloatTensor[S + 2, H, W] | None): the stack with one more slice at each end (same
+        spacing), when the 3D consistency filter needs the neighbouring stacks:
+        ``context[1:-1]`` equals ``image``, ``context[:-2]`` and ``context[2:]`` are the stacks
+        centred one stack spacing away.
     """
 
     image: torch.Tensor
@@ -32,12 +38,18 @@ class Sample:
     volume: str
     z: int
     frame: Frame = field(default_factory=Frame)
+    hard_negatives: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
+    complete: bool = False
+    context: torch.Tensor | None = None
 
 
 class KeySliceDataset(torch.utils.data.Dataset):
     """Samples at the key slices of ``labels``; targets are all boxes of ``labels`` on the slice.
 
     ``truth`` (optional) holds the complete labels used only to measure mining.
+    ``hard_negatives`` (``{(volume, z): boxes[N, 4]}``, native pixels) adds their slices as
+    samples and attaches the boxes; volumes in ``complete`` are marked so. ``context`` builds
+    ``Sample.context`` (for the 3D consistency filter).
     Boxes are checked against each volume's size when it is first read; errors name ``source``
     (the annotation file) and the row. With ``config.on_bad_input == "skip"`` a box outside
     its image is dropped and an unreadable volume's samples are replaced by the next readable
@@ -51,17 +63,25 @@ class KeySliceDataset(torch.utils.data.Dataset):
         config: DataConfig,
         truth: Annotations | None = None,
         source: str = "annotations",
+        hard_negatives: dict[tuple[str, int], np.ndarray] | None = None,
+        complete: set[str] | frozenset[str] = frozenset(),
+        context: bool = False,
     ) -> None:
         self.store = store
         self.source = source
         self.labels = labels
         self.config = config
-        self.items = labels.key_slices()
+        self.hard = hard_negatives or {}
+        self.complete = set(complete)
+        self.context = context
+        self.items = list(dict.fromkeys([*labels.key_slices(), *sorted(self.hard)]))
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
         self._rows: dict[str, list[int]] = {}
         for i, name in enumerate(labels.volume):
             self._rows.setdefault(str(name), []).append(i)
+        for name, _ in self.hard:
+            self._rows.setdefault(name, [])
         self._checked: set[str] = set()
         self._unreadable: set[str] = set()
         self.skipped: list[str] = []
@@ -102,18 +122,28 @@ class KeySliceDataset(torch.utils.data.Dataset):
         raise DataError(f"{self.source}: no readable volume left ({len(self._unreadable)} skipped)")
 
     def _sample(self, volume: Volume, name: str, z: int) -> Sample:
-        [(image, frame)] = prepare_stacks(volume, np.array([z]), self.config)
+        config = self.config
+        if self.context:
+            config = replace(config, num_slices=config.num_slices + 2)
+        [(stack, frame)] = prepare_stacks(volume, np.array([z]), config)
+        stack = torch.from_numpy(stack)
         truth = None
         if self.truth is not None:
-            truth = _model_boxes(self.truth.get((name, z), np.zeros((0, 4))), frame)
+            truth = _model_boxes(self.truth.get((name, z), _NO_BOXES), frame)
         return Sample(
-            image=torch.from_numpy(image),
-            boxes=_model_boxes(self.boxes[(name, z)], frame),
+            image=stack[1:-1] if self.context else stack,
+            boxes=_model_boxes(self.boxes.get((name, z), _NO_BOXES), frame),
             truth=truth,
             volume=name,
             z=z,
             frame=frame,
+            hard_negatives=_model_boxes(self.hard.get((name, z), _NO_BOXES), frame),
+            complete=name in self.complete,
+            context=stack if self.context else None,
         )
+
+
+_NO_BOXES = np.zeros((0, 4))
 
 
 def _model_boxes(native_xyxy: np.ndarray, frame: Frame) -> torch.Tensor:

@@ -18,6 +18,7 @@ out) minus the fully annotated sub-volumes; val = the 100 sub-volumes of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,11 @@ class TrainingData:
     store: volumes by name. labels: the boxes the student learns from (native pixels, key
     slices marked). truth: complete boxes of the training volumes when known (diagnostics
     only), else None. val: fully annotated validation set (``{volume: [(z, box)]}``) or None.
-    negatives: fully annotated training volumes kept apart for hard negatives (may be empty).
+    negatives: fully annotated training volumes kept apart for hard negatives (may be empty),
+    and ``negative_labels`` their boxes as a table (key slices marked).
+    complete: volumes trained on with complete labels (the negatives, in a hard-negative
+    retraining): no mining there. hard_negatives: ``{(volume, z): boxes[N, 4]}`` forced into
+    the background samples (native pixels).
     source: the file the labels came from (for messages). skipped: one-line messages of what
     ``data.on_bad_input: skip`` left out.
     """
@@ -99,6 +104,9 @@ class TrainingData:
     val: GroundTruth | None
     source: str
     negatives: GroundTruth = field(default_factory=dict)
+    negative_labels: Annotations | None = None
+    complete: set[str] = field(default_factory=set)
+    hard_negatives: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def volumes(self) -> Sequence[str]:
@@ -114,19 +122,48 @@ def open_training_data(config: DataConfig) -> TrainingData:
     """The data of a run, as ``config`` (``data.format``, ``data.root``, ...) says."""
     if not config.root:
         raise ValueError("no dataset: pass --data DIR (or --set data.root=DIR)")
-    if config.format == "deeplesion":
-        return _deeplesion(config)
+    data = _deeplesion(config) if config.format == "deeplesion" else _folder(config)
+    if config.hard_negatives:
+        data = with_hard_negatives(data, config.hard_negatives)
+    return data
+
+
+def with_hard_negatives(data: TrainingData, path: str | Path) -> TrainingData:
+    """``data`` set up for hard-negative retraining (P-): the ``negatives`` volumes join the
+    labels with all their boxes, are marked complete, and carry the hard negatives of ``path``
+    (a ``hard_negatives.json``). A hard negative on a volume outside the pool is an error."""
+    from uld.mining.export import read_slice_boxes
+
+    if not data.negatives or data.negative_labels is None:
+        raise ValueError(f"data.hard_negatives = {path}: the dataset has no 'negatives' volumes "
+                         "(fully annotated training volumes) to retrain with")
+    hard = read_slice_boxes(path)
+    outside = sorted({v for v, _ in hard if v not in data.negatives})
+    if outside:
+        raise ValueError(f"{path}: volume {outside[0]!r} is not a 'negatives' volume of the dataset "
+                         f"({len(outside)} such volumes)")
+    return dataclasses.replace(
+        data, labels=data.labels.concat(data.negative_labels), complete=set(data.negatives),
+        hard_negatives=hard,
+    )
+
+
+def _folder(config: DataConfig) -> TrainingData:
     folder = DatasetFolder(config.root)
     names = folder.volumes("train")
     skipped: list[str] = []
-    labels = folder.annotations(config.annotations, config.on_bad_input, skipped).for_volumes(names)
+    table = folder.annotations(config.annotations, config.on_bad_input, skipped)
+    labels = table.for_volumes(names)
     truth = None
     if folder.has(config.truth):
         truth = folder.annotations(config.truth, config.on_bad_input, skipped).for_volumes(names)
     val = read_gt(folder.root, split="val") if folder.volumes("val") else None
+    pool = folder.volumes("negatives")
     return TrainingData(
         store=VolumeStore(folder, cache=config.cache_volumes), labels=labels, truth=truth, val=val,
         source=str(folder.root / config.annotations), skipped=skipped,
+        negatives=read_gt(folder.root, split="negatives") if pool else {},
+        negative_labels=table.for_volumes(pool) if pool else None,
     )
 
 
@@ -141,5 +178,6 @@ def _deeplesion(config: DataConfig) -> TrainingData:
     store = VolumeStore(DeepLesionVolumes(images, spacing_by_folder(dl_info)), cache=config.cache_volumes)
     return TrainingData(
         store=store, labels=annotations_from_gt(split.train), truth=None, val=split.val or None,
-        source=str(info_path), negatives=split.negatives, skipped=[*dl_info.skipped, *split.skipped],
+        source=str(info_path), negatives=split.negatives,
+        negative_labels=annotations_from_gt(split.negatives), skipped=[*dl_info.skipped, *split.skipped],
     )

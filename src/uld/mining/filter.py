@@ -36,3 +36,21 @@ def mine(
     keep = gt_nms(pred_boxes, gt_boxes, gt_nms_iou) & confident(pred_scores, tau)
     return pred_boxes[keep], pred_scores[keep]
 
+
+
+def supported(
+    boxes: torch.Tensor,
+    neighbours: list[tuple[torch.Tensor, torch.Tensor]],
+    min_score: float,
+    iou: float,
+    needed: int,
+) -> torch.Tensor:
+    """3D consistency of mined boxes: BoolTensor[K], true where at least ``needed`` of the
+    ``neighbours`` (the teacher's (boxes Tensor[N, 4], scores Tensor[N]) on the stacks centred
+    one spacing above and below) hold a box with score >= ``min_score`` and IoU >= ``iou``."""
+    votes = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+    for n_boxes, n_scores in neighbours:
+        n_boxes = n_boxes[n_scores >= min_score]
+        if boxes.numel() and n_boxes.numel():
+            votes += (box_iou(boxes, n_boxes.to(boxes)) >= iou).any(dim=1).to(torch.int64)
+    return votes >= needed

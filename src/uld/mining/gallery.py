@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from torch import nn
 
 from uld.atomic import atomic_path
 from uld.config import Config
 from uld.data.samples import KeySliceDataset
-from uld.mining.filter import mine
+from uld.mining.harvest import MinedSlice
 
 DISPLAY_HU = (-160.0, 240.0)
 
@@ -23,30 +23,24 @@ def _draw(ax, boxes: torch.Tensor, color: str, style: str = "-") -> None:
                                linewidth=1.2, linestyle=style))
 
 
-@torch.no_grad()
 def mined_gallery(
-    teacher: nn.Module,
     dataset: KeySliceDataset,
+    mined: Sequence[MinedSlice],
     config: Config,
     path: str | Path,
     count: int = 8,
-    max_samples: int = 400,
 ) -> int:
-    """Mine with ``teacher`` over the first ``max_samples`` training slices and draw up to
-    ``count`` slices that gained mined boxes: labeled boxes green, mined boxes blue, and (when
-    the dataset knows them) the unlabeled true lesions dashed white. Returns how many were drawn.
-    """
-    teacher.eval()
-    found = []
-    for index in range(min(len(dataset), max_samples)):
-        sample = dataset[index]
-        pred = teacher([sample.image])[0]
-        boxes, scores = mine(pred["boxes"], pred["scores"], sample.boxes,
-                             config.mining.tau, config.mining.gt_nms_iou)
-        if len(boxes):
-            found.append((sample, boxes, scores))
-        if len(found) == count:
+    """Draw up to ``count`` training slices that gained mined boxes (the most confident, one
+    per volume): labeled boxes green, mined boxes blue with their scores, and (when the
+    dataset knows them) every true lesion dashed white. Returns how many were drawn."""
+    chosen, volumes = [], set()
+    for m in sorted(mined, key=lambda m: -float(m.scores.max())):
+        if m.volume not in volumes:
+            chosen.append(m)
+            volumes.add(m.volume)
+        if len(chosen) == count:
             break
+    found = [(dataset[m.index], m.boxes, m.scores) for m in chosen]
     columns = 4
     rows = max(1, -(-len(found) // columns))
     fig = Figure(figsize=(3 * columns, 3 * rows))
@@ -62,6 +56,8 @@ def mined_gallery(
             _draw(ax, sample.truth, "white", "--")
         _draw(ax, sample.boxes, "lime")
         _draw(ax, boxes, "deepskyblue")
+        for (x1, y1, _, _), score in zip(boxes.tolist(), scores.tolist()):
+            ax.text(x1, y1 - 1, f"{score:.2f}", color="deepskyblue", fontsize=6)
         ax.set_title(f"{sample.volume} z={sample.z}\nmined {len(boxes)}, "
                      f"max score {float(scores.max()):.2f}", fontsize=8)
     if not found:

@@ -104,3 +104,22 @@ def mine_negatives(
                       "hard_negatives", meta, one_based, volumes=[s.name for s in sources])
     return {"volumes": len(sources), "hard_negatives": len(found),
             "json": str(out / HARD_NEGATIVES_JSON), "pickle": str(out / HARD_NEGATIVES_PICKLE)}
+
+
+def pool_truth(root: str | Path, truth_file: str = "annotations_full.csv") -> GroundTruth:
+    """Every lesion box of the ``negatives`` volumes of a dataset folder: from ``truth_file``
+    when the folder has it (the synthetic generator's every-slice boxes), else from
+    ``annotations.csv``. Volumes without boxes are listed with none."""
+    from uld.data.dataset import DatasetFolder
+
+    folder = DatasetFolder(root)
+    names = folder.volumes("negatives")
+    if not names:
+        raise ValueError(f"{folder.root}: splits.csv has no 'negatives' volumes (fully annotated "
+                         "training volumes) to mine hard negatives from")
+    table = folder.annotations(truth_file if folder.has(truth_file) else "annotations.csv")
+    table = table.for_volumes(names)
+    truth: GroundTruth = {name: [] for name in names}
+    for name, z, box in zip(table.volume, table.z, table.boxes):
+        truth[str(name)].append((int(z), box))
+    return truth

@@ -7,9 +7,10 @@ the mining policy says), and the teacher averages the student in. Periodically t
 validated with the P3D protocol (best kept) and a complete checkpoint is written.
 
 Files of a run folder: ``config.yaml`` (resolved config), ``last.pt`` (resume), ``best.pt``
-(best validated teacher), ``model.pt`` (final teacher), ``metrics.jsonl`` and
+(best validated teacher), ``model.pt`` (final teacher, written last), ``metrics.jsonl`` and
 ``tensorboard/`` (scalars), ``summary.json``, ``skipped.txt`` (one line per input that
-``data.on_bad_input: skip`` left out).
+``data.on_bad_input: skip`` left out) and, for mining runs, the final teacher's mined lesions
+over the training set: ``MinedLesions.pkl``, ``mined_lesions.json`` and ``mined_lesions.png``.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from uld.config import Config, config_to_dict, save_config
 from uld.data.samples import KeySliceDataset, Sample, collate
 from uld.data.sources import open_training_data
 from uld.data.transforms import resize_image, scale_boxes
-from uld.mining.diagnostics import MiningCounts, mining_counts
+from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
-from uld.mining.filter import mine
+from uld.mining.export import write_slice_boxes
+from uld.mining.gallery import mined_gallery
+from uld.mining.harvest import count_mining, harvest, mine_samples
 from uld.mining.policy import targets_for_student
-from uld.model.build import LesionDetector, build_detector
+from uld.model.build import build_detector
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
 from uld.train.distributed import Context, batch_indices, context, resize_ratio
 from uld.train.logging import RunLogger
@@ -91,29 +94,22 @@ class StepBatches(torch.utils.data.Sampler):
         return max(0, self.stop - self.start)
 
 
-@torch.no_grad()
-def mine_batch(
-    teacher: LesionDetector, images: list[torch.Tensor], known: list[torch.Tensor], config: Config
-) -> list[torch.Tensor]:
-    """Mined boxes (Tensor[K, 4], image frame) of each image, from the teacher at ratio 1.0."""
-    predictions = teacher(images)
-    return [
-        mine(p["boxes"], p["scores"], k, config.mining.tau, config.mining.gt_nms_iou)[0]
-        for p, k in zip(predictions, known)
-    ]
-
-
 def student_batch(
-    images: list[torch.Tensor], known: list[torch.Tensor], mined: list[torch.Tensor],
-    ratio: float, policy: str,
+    batch: list[Sample], mined: list[torch.Tensor], ratio: float, config: Config,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """The student's view of a batch: every image resized by ``ratio``, and its known and mined
-    boxes (image frame) scaled alike and combined as the mining ``policy`` says."""
+    """The student's view of a batch: every image resized by ``ratio``, and its known boxes,
+    mined boxes and hard negatives (image frame) scaled alike and combined as the mining
+    policy says."""
     resized, targets = [], []
-    for image, k, m in zip(images, known, mined):
-        out, sx, sy = resize_image(image, ratio)
+    for sample, m in zip(batch, mined):
+        out, sx, sy = resize_image(sample.image.to(device), ratio)
         resized.append(out)
-        targets.append(targets_for_student(scale_boxes(k, sx, sy), scale_boxes(m, sx, sy), policy))
+        targets.append(targets_for_student(
+            scale_boxes(sample.boxes.to(device), sx, sy), scale_boxes(m, sx, sy),
+            config.mining.policy, config.mining.regress_mined,
+            scale_boxes(sample.hard_negatives.to(device), sx, sy),
+        ))
     return resized, targets
 
 
@@ -139,7 +135,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     random.seed(tc.seed)
 
     data = open_training_data(config.data)
-    dataset = KeySliceDataset(data.store, data.labels, config.data, data.truth, source=data.source)
+    mining_on = config.mining.policy != "none"
+    dataset = KeySliceDataset(
+        data.store, data.labels, config.data, data.truth, source=data.source,
+        hard_negatives=data.hard_negatives, complete=data.complete,
+        context=mining_on and config.mining.consistency_neighbours > 0,
+    )
     store = data.store
 
     student = build_detector(config.model, config.data.num_slices).to(ctx.device)
@@ -174,25 +175,22 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         set_rng_state(saved["rng"])
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
-    mining_on = config.mining.policy != "none"
     val_gt = data.val
     done = start
     for step, batch in enumerate(batches, start=start):
-        lr = learning_rate(step, tc.lr, tc.warmup_iterations)
+        lr = learning_rate(step, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
+                           tc.lr_decay_at, tc.lr_decay_gamma)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = [s.image.to(ctx.device) for s in batch]
-        known = [s.boxes.to(ctx.device) for s in batch]
-
         t0 = time.perf_counter()
         mining_now = mining_on and step >= config.mining.start_iteration
         mined = [torch.zeros((0, 4), device=ctx.device) for _ in batch]
         if mining_now:
-            mined = mine_batch(teacher.module, images, known, config)
+            mined = [b for b, _ in mine_samples(teacher.module, batch, config.mining, ctx.device)]
         t1 = time.perf_counter()
 
         ratio = resize_ratio(step, tc.seed, *tc.resize_range)
-        losses = model(*student_batch(images, known, mined, ratio, config.mining.policy))
+        losses = model(*student_batch(batch, mined, ratio, config, ctx.device))
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {float(loss)} ({_floats(losses)})")
@@ -205,7 +203,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         records.teacher_seconds += t1 - t0
         records.student_seconds += t2 - t1
         records.timed_steps += 1
-        batch_counts = _count_mining(batch, mined) if mining_now else MiningCounts()
+        batch_counts = count_mining(batch, mined) if mining_now else MiningCounts()
         records.mining = records.mining + batch_counts
         done = step + 1
         bar.update(1)
@@ -215,6 +213,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 "loss/total": float(loss.detach()), "lr": lr, "ema/momentum": momentum,
                 "mining/mined_per_batch": float(batch_counts.mined),
                 "mining/mined_total": float(records.mining.mined),
+                "mining/true_total": float(records.mining.true),
                 "mining/precision": records.mining.precision,
                 "mining/recall": records.mining.recall,
             })
@@ -241,6 +240,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     summary = _summary(config, records, len(dataset), done)
     skipped = [*data.skipped, *dataset.skipped]
     summary["skipped_inputs"] = {"count": len(skipped), "first": skipped[:20], "all": "skipped.txt"}
+    if ctx.is_main and mining_on:
+        summary["final_teacher_mining"] = export_mined(teacher.module, dataset, config, out,
+                                                       ctx.device, progress)
     if ctx.is_main:
         atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
                                {}), out / "model.pt")
@@ -257,14 +259,33 @@ def _floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in losses.items()}
 
 
-def _count_mining(batch: list[Sample], mined: list[torch.Tensor]) -> MiningCounts:
-    total = MiningCounts()
-    for sample, boxes in zip(batch, mined):
-        if sample.truth is None:
-            total = total + MiningCounts(mined=int(boxes.shape[0]))
-        else:
-            total = total + mining_counts(boxes.cpu(), sample.boxes, sample.truth)
-    return total
+MINED_PICKLE = "MinedLesions.pkl"
+MINED_JSON = "mined_lesions.json"
+MINED_GALLERY = "mined_lesions.png"
+
+
+def export_mined(
+    teacher: torch.nn.Module, dataset: KeySliceDataset, config: Config, out: Path,
+    device: torch.device | str = "cpu", progress: bool = False,
+) -> dict[str, Any]:
+    """Mine the whole training set with the final teacher; write ``MinedLesions.pkl``,
+    ``mined_lesions.json`` (``uld.mining.export``) and the gallery ``mined_lesions.png``.
+    Returns the counts (precision and recall where the truth is known)."""
+    mined, counts = harvest(teacher, dataset, config.mining, device,
+                            config.infer.batch_size, progress)
+    boxes = [b for m in mined for b in m.slice_boxes()]
+    meta = {"tau": config.mining.tau, "gt_nms_iou": config.mining.gt_nms_iou,
+            "policy": config.mining.policy, "training_slices": len(dataset)}
+    write_slice_boxes(boxes, out / MINED_PICKLE, out / MINED_JSON, "mined_lesions", meta,
+                      one_based=config.data.format == "deeplesion")
+    mined_gallery(dataset, mined, config, out / MINED_GALLERY)
+    return {
+        "slices_searched": len(dataset), "slices_with_mined": len(mined), "mined": counts.mined,
+        "mined_true": counts.true,
+        "precision": None if counts.mined == 0 or counts.missing == 0 else counts.precision,
+        "recall": None if counts.missing == 0 else counts.recall,
+        "files": [MINED_PICKLE, MINED_JSON, MINED_GALLERY],
+    }
 
 
 def _summary(config: Config, records: Records, n_samples: int, steps: int) -> dict:

@@ -1,0 +1,103 @@
+"""Which runs the paper's experiments need, and how big each budget is.
+
+Every run shares the benchmark config (``configs/demo.yaml`` plus the budget's overrides) and
+differs from it only by its own overrides, so all runs get the same budget (steps, batch,
+data). Main rows (oracle, baseline, ``add``, ``ignore``) run once per seed; the ablations
+(hard negatives, tau, learning-rate decay) run on the first seed and share the ``add`` run of
+that seed as their reference (the benchmark's tau, constant lr, no P-).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from uld.data.synth import SynthConfig
+
+MAIN = ("oracle", "none", "add", "ignore")
+TAUS = (0.95, 0.90, 0.85, 0.80)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of an experiment.
+
+    name: folder name (unique). label: the row's text. overrides: config overrides on top of
+    the benchmark config. kind: the variant without the seed (``add``, ``tau0.85``, ...).
+    hard_negatives_from: the run whose final teacher mines the hard negatives this run
+    retrains with (P-), or None.
+    """
+
+    name: str
+    label: str
+    kind: str
+    seed: int
+    overrides: tuple[str, ...]
+    official: bool = True
+    mined: bool = False
+    hard_negatives_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Dataset, shared overrides and seeds of one budget."""
+
+    name: str
+    synth: SynthConfig
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    note: str = ""
+    ablations: bool = field(default=True)
+
+
+BUDGETS = {
+    "default": Budget(
+        "default", SynthConfig(n_train=200, n_val=20, n_test=40, n_negatives=40, seed=0),
+        (), (0, 1, 2), "three seeds for the main rows, one for the ablations",
+    ),
+    "small": Budget(
+        "small", SynthConfig(n_train=200, n_val=20, n_test=40, n_negatives=40, seed=0),
+        (), (0,), "one seed for every row",
+    ),
+    "tiny": Budget(
+        "tiny", SynthConfig(n_train=8, n_val=2, n_test=3, n_negatives=2, size=64, seed=0,
+                            depth=(10, 14)),
+        ("train.iterations=6", "train.eval_every=6", "train.checkpoint_every=3",
+         "train.warmup_iterations=2", "train.batch_size=2", "mining.start_iteration=2",
+         "mining.tau=0.05", "mining.gt_nms_iou=0.3", "train.log_every=2"),
+        (0,), "a pipeline check (CI): numbers mean nothing",
+    ),
+}
+
+_SEEDED = {
+    "oracle": ("Oracle (complete labels)", ("data.annotations=annotations_full.csv",
+                                           "mining.policy=none"), False),
+    "none": ("EMA teacher, no mining", ("mining.policy=none",), False),
+    "add": ("Mining, add", ("mining.policy=add",), True),
+    "ignore": ("Mining, ignore", ("mining.policy=ignore",), True),
+}
+
+
+def paper_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
+    """All runs of the paper's experiments under ``budget``; ``base_tau`` is the benchmark
+    config's tau (its ``add`` run is that row of the tau ablation)."""
+    runs = []
+    for seed in budget.seeds:
+        for kind in MAIN:
+            label, overrides, mined = _SEEDED[kind]
+            runs.append(RunSpec(f"{kind}_s{seed}", label, kind, seed,
+                                (*overrides, f"train.seed={seed}"), mined=mined))
+    if not budget.ablations:
+        return runs
+    first = budget.seeds[0]
+    seed = (f"train.seed={first}",)
+    runs.append(RunSpec(f"add_pminus_s{first}", "Mining, add + hard negatives", "add_pminus",
+                        first, ("mining.policy=add", *seed), mined=True,
+                        hard_negatives_from=f"add_s{first}"))
+    for tau in TAUS:
+        if abs(tau - base_tau) > 1e-9:
+            runs.append(RunSpec(f"tau{tau:.2f}_s{first}", f"Mining, add, tau {tau:.2f}",
+                                f"tau{tau:.2f}", first,
+                                ("mining.policy=add", f"mining.tau={tau}", *seed), mined=True))
+    runs.append(RunSpec(f"decay_s{first}", "Mining, add, lr step decay", "decay", first,
+                        ("mining.policy=add", "train.lr_schedule=step", *seed), mined=True))
+    return runs

@@ -1,0 +1,101 @@
+"""Train, mine hard negatives and evaluate the runs of an experiment; skip what is done.
+
+Each step leaves one file that marks it done, written last and atomically: ``model.pt``
+(training; an interrupted run resumes from ``last.pt``), ``hard_negatives.json`` (mining of
+hard negatives) and ``test_p3d.json`` (evaluation). Starting the experiment again redoes only
+what is missing; a run folder made with another config is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uld.atomic import write_text
+from uld.config import Config, config_from_dict, upgrade_saved_config
+from uld.data.dataset import DatasetFolder
+from uld.data.sources import VolumeStore
+from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
+from uld.eval.detections import GroundTruth, write_detections_json
+from uld.eval.p3d import evaluate_p3d
+from uld.infer.predict import load_model, predict_volumes
+from uld.infer.scans import dataset_sources
+from uld.mining.negatives import HARD_NEGATIVES_JSON, mine_negatives, pool_truth
+from uld.train.loop import train
+
+RESULT_FILE = "test_p3d.json"
+TIMING_FILE = "timing.json"
+
+
+def ensure_dataset(root: Path, synth: SynthConfig, progress: bool) -> None:
+    """Write the synthetic dataset ``synth`` into ``root`` unless it is already there."""
+    if (root / "dataset.json").is_file():
+        stored = json.loads((root / "dataset.json").read_text()).get("generator", {})
+        if stored == json.loads(json.dumps(synth.__dict__)):
+            return
+        raise FileExistsError(f"{root} holds another dataset: remove it or choose another --out")
+    print(format_summary(write_synthetic_dataset(root, synth, progress=progress)))
+
+
+def _saved_config(path: Path) -> Config:
+    return config_from_dict(upgrade_saved_config(yaml.safe_load(path.read_text())))
+
+
+def _add_time(run_dir: Path, key: str, seconds: float) -> None:
+    path = run_dir / TIMING_FILE
+    timing = json.loads(path.read_text()) if path.is_file() else {}
+    timing[key] = timing.get(key, 0.0) + seconds
+    write_text(path, json.dumps(timing, indent=2) + "\n")
+
+
+def train_or_reuse(config: Config, run_dir: Path, progress: bool) -> bool:
+    """Train, resume an interrupted run, or reuse a finished one made with the same config.
+    Returns whether any training happened."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and _saved_config(saved) != config:
+        raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
+    if (run_dir / "model.pt").is_file():
+        return False
+    start = time.perf_counter()
+    train(config, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
+    _add_time(run_dir, "train_seconds", time.perf_counter() - start)
+    return True
+
+
+def evaluate_run(run_dir: Path, data: Path, gt: GroundTruth, progress: bool) -> dict[str, Any]:
+    """P3D result of a run's final teacher on the test split (``test_p3d.json``, with the FROC
+    curve), computed once; ``test_detections.json`` holds its tracklets."""
+    path = run_dir / RESULT_FILE
+    if path.is_file() and path.stat().st_mtime >= (run_dir / "model.pt").stat().st_mtime:
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    model, config = load_model(run_dir)
+    folder = DatasetFolder(data)
+    store = VolumeStore(folder, cache=False)
+    names = folder.volumes("test")
+    detections = predict_volumes(model, ((n, store[n]) for n in names), config, "cpu", progress,
+                                 len(names))
+    write_detections_json(detections, run_dir / "test_detections.json")
+    result = evaluate_p3d(gt, detections, config.eval.iou)
+    doc = {**result.to_json(), "fps": result.fps.tolist(), "sens": result.sens.tolist()}
+    _add_time(run_dir, "eval_seconds", time.perf_counter() - start)
+    write_text(path, json.dumps(doc) + "\n")
+    return doc
+
+
+def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
+    """Hard negatives of the ``negatives`` volumes mined by ``source_run``'s final teacher
+    (``source_run/hard_negatives/hard_negatives.json``), mined once."""
+    out = source_run / "hard_negatives"
+    path = out / HARD_NEGATIVES_JSON
+    if path.is_file():
+        return path
+    model, config = load_model(source_run)
+    sources = [s for s in dataset_sources(data, "negatives")]
+    summary = mine_negatives(model, config, sources, pool_truth(data), out, progress=progress)
+    print(f"hard negatives: {summary['hard_negatives']} in {summary['volumes']} volumes -> {path}")
+    return path

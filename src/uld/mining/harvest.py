@@ -1,0 +1,111 @@
+"""Mining as a batch step, and the final teacher's mined lesions over a whole training set.
+
+``mine_samples`` is what the training loop calls every step (and what ``harvest`` calls at the
+end of a run): teacher at ratio 1.0 -> GT NMS -> confidence filter -> optional 3D consistency
+filter, nothing mined on volumes whose labels are complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from uld.config import MiningConfig
+from uld.data.preprocess import Frame
+from uld.data.samples import KeySliceDataset, Sample
+from uld.mining.diagnostics import MiningCounts, mining_counts
+from uld.mining.export import SliceBox
+from uld.mining.filter import mine, supported
+
+
+@torch.no_grad()
+def mine_samples(
+    teacher: torch.nn.Module, batch: Sequence[Sample], config: MiningConfig,
+    device: torch.device | str = "cpu",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Mined (boxes Tensor[K, 4], scores Tensor[K]) of each sample, in its image frame.
+
+    With ``config.consistency_neighbours`` the samples need ``context`` stacks; the teacher
+    then also runs on the neighbouring stacks of the samples that have candidates.
+    """
+    predictions = teacher([s.image.to(device) for s in batch])
+    mined = []
+    for sample, p in zip(batch, predictions):
+        if sample.complete:
+            mined.append((p["boxes"][:0], p["scores"][:0]))
+        else:
+            mined.append(mine(p["boxes"], p["scores"], sample.boxes.to(device), config.tau,
+                              config.gt_nms_iou))
+    if not config.consistency_neighbours:
+        return mined
+    todo = [i for i, (boxes, _) in enumerate(mined) if len(boxes)]
+    if not todo:
+        return mined
+    if any(batch[i].context is None for i in todo):
+        raise ValueError("mining.consistency_neighbours needs samples built with context=True")
+    stacks = [batch[i].context[:-2] for i in todo] + [batch[i].context[2:] for i in todo]
+    around = teacher([s.to(device) for s in stacks])
+    for j, i in enumerate(todo):
+        neighbours = [(around[j]["boxes"], around[j]["scores"]),
+                      (around[j + len(todo)]["boxes"], around[j + len(todo)]["scores"])]
+        boxes, scores = mined[i]
+        keep = supported(boxes, neighbours, config.consistency_score, config.consistency_iou,
+                         config.consistency_neighbours)
+        mined[i] = (boxes[keep], scores[keep])
+    return mined
+
+
+def count_mining(batch: Sequence[Sample], mined: Sequence[torch.Tensor]) -> MiningCounts:
+    """Mining counts of a batch against the samples' complete labels where known."""
+    total = MiningCounts()
+    for sample, boxes in zip(batch, mined):
+        if sample.complete:
+            continue
+        if sample.truth is None:
+            total = total + MiningCounts(mined=int(boxes.shape[0]))
+        else:
+            total = total + mining_counts(boxes.cpu(), sample.boxes, sample.truth)
+    return total
+
+
+@dataclass(frozen=True)
+class MinedSlice:
+    """The mined boxes of one training slice (``index`` into the dataset)."""
+
+    index: int
+    volume: str
+    z: int
+    frame: Frame
+    boxes: torch.Tensor
+    """FloatTensor[K, 4] in the model image's pixels."""
+    scores: torch.Tensor
+
+    def slice_boxes(self) -> list[SliceBox]:
+        """The boxes in native pixels, for export."""
+        native = self.frame.to_native(self.boxes.numpy().astype(np.float64))
+        return [SliceBox(self.volume, self.z, tuple(b), float(s))
+                for b, s in zip(native.tolist(), self.scores.tolist())]
+
+
+def harvest(
+    teacher: torch.nn.Module, dataset: KeySliceDataset, config: MiningConfig,
+    device: torch.device | str = "cpu", batch_size: int = 8, progress: bool = False,
+) -> tuple[list[MinedSlice], MiningCounts]:
+    """Mine every training slice of ``dataset`` with ``teacher``: the slices that gained
+    boxes, and the counts (precision and recall where the truth is known)."""
+    teacher.eval()
+    found, counts = [], MiningCounts()
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc="harvest", unit="batch", disable=not progress, leave=False):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        batch = [dataset[i] for i in indices]
+        mined = [(b.cpu(), s.cpu()) for b, s in mine_samples(teacher, batch, config, device)]
+        counts = counts + count_mining(batch, [b for b, _ in mined])
+        for index, sample, (boxes, scores) in zip(indices, batch, mined):
+            if len(boxes):
+                found.append(MinedSlice(index, sample.volume, sample.z, sample.frame, boxes, scores))
+    return found, counts

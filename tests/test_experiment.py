@@ -1,0 +1,53 @@
+"""``uld experiment paper`` in miniature: every run, the hard-negative step, the report, reuse."""
+
+from __future__ import annotations
+
+import json
+
+from uld.cli import main
+from uld.config import load_config
+from uld.experiment.plan import BUDGETS, paper_runs
+
+
+def test_plan_has_the_papers_rows_with_one_budget():
+    runs = paper_runs(BUDGETS["default"], base_tau=0.9)
+    names = [r.name for r in runs]
+    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 5
+    assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0"} <= set(names)
+    pminus = next(r for r in runs if r.hard_negatives_from)
+    assert pminus.hard_negatives_from == "add_s0"
+    # the runs differ only by their own overrides: nothing touches the budget
+    for run in runs:
+        assert not any(o.startswith(("train.iterations", "train.batch_size", "data.root"))
+                       for o in run.overrides)
+    assert "tau0.90_s0" in [r.name for r in paper_runs(BUDGETS["small"], base_tau=0.8)]
+
+
+def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_done(tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
+    report = (out / "report.md").read_text()
+    for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run"):
+        assert heading in report
+    for picture in ("froc.png", "mining_curves.png"):
+        assert (out / picture).stat().st_size > 1000
+    runs = paper_runs(BUDGETS["tiny"], load_config("demo", BUDGETS["tiny"].overrides).mining.tau)
+    for run in runs:
+        folder = out / "runs" / run.name
+        result = json.loads((folder / "test_p3d.json").read_text())
+        assert 0.0 <= result["ap"] <= 1.0 and len(result["fps"]) == len(result["sens"])
+        assert run.label in report
+    pminus = out / "runs" / "add_pminus_s0"
+    assert "hard_negatives.json" in (pminus / "config.yaml").read_text()
+    assert (out / "runs" / "add_s0" / "hard_negatives" / "HardNegatives.pkl").is_file()
+    for name in ("MinedLesions.pkl", "mined_lesions.json", "mined_lesions.png"):
+        assert (out / "runs" / "add_s0" / name).is_file()
+    summary = json.loads((out / "runs" / "add_s0" / "summary.json").read_text())
+    assert summary["final_teacher_mining"]["slices_searched"] > 0
+    assert "step" in (out / "runs" / "decay_s0" / "config.yaml").read_text()
+
+    stamps = {r.name: (out / "runs" / r.name / "model.pt").stat().st_mtime_ns for r in runs}
+    capsys.readouterr()
+    assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
+    assert stamps == {r.name: (out / "runs" / r.name / "model.pt").stat().st_mtime_ns for r in runs}
+    assert "report:" in capsys.readouterr().out
