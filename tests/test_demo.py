@@ -14,7 +14,7 @@ TINY = (
 def test_demo_writes_a_report_and_reuses_finished_runs(tmp_path, capsys):
     settings = (SynthConfig(n_train=4, n_val=2, n_test=2, size=64, seed=3), TINY)
     report = run_demo(tmp_path, progress=False, settings=settings)
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     for run in RUNS:
         assert run.label in text
         assert (tmp_path / run.name / "model.pt").is_file()

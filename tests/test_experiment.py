@@ -26,7 +26,7 @@ def test_plan_has_the_papers_rows_with_one_budget():
 def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_done(tmp_path, capsys):
     out = tmp_path / "exp"
     assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run"):
         assert heading in report
     for picture in ("froc.png", "mining_curves.png"):

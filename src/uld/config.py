@@ -126,8 +126,8 @@ class MiningConfig:
     consistency_iou: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau <= 1.0:
-            raise ConfigError(f"mining.tau = {self.tau}: must lie in (0, 1]")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ConfigError(f"mining.tau = {self.tau}: must lie in [0, 1]")
         if not 0.0 <= self.gt_nms_iou <= 1.0:
             raise ConfigError(f"mining.gt_nms_iou = {self.gt_nms_iou}: must lie in [0, 1]")
         if self.consistency_neighbours not in (0, 1, 2):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from uld.atomic import write_text
 from uld.config import load_config, override
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import SynthConfig, format_summary
@@ -115,7 +116,7 @@ def run_demo(
         f"{torch.get_num_threads()} threads.",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     print(table)
     print(f"\nreport: {path} ({minutes:.1f} min)")
     return path

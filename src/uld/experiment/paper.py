@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from uld.atomic import write_text
 from uld.config import load_config, override
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import format_summary
@@ -150,7 +151,7 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
               f"reused); sum of the runs' own times: {sum(r.minutes for r in results):.1f} minutes; "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads."]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

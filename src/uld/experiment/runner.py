@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from uld.atomic import write_text
@@ -29,6 +30,10 @@ from uld.train.loop import train
 
 RESULT_FILE = "test_p3d.json"
 TIMING_FILE = "timing.json"
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def ensure_dataset(root: Path, synth: SynthConfig, progress: bool) -> None:
@@ -73,12 +78,12 @@ def evaluate_run(run_dir: Path, data: Path, gt: GroundTruth, progress: bool) -> 
     if path.is_file() and path.stat().st_mtime >= (run_dir / "model.pt").stat().st_mtime:
         return json.loads(path.read_text())
     start = time.perf_counter()
-    model, config = load_model(run_dir)
+    model, config = load_model(run_dir, _device())
     folder = DatasetFolder(data)
     store = VolumeStore(folder, cache=False)
     names = folder.volumes("test")
-    detections = predict_volumes(model, ((n, store[n]) for n in names), config, "cpu", progress,
-                                 len(names))
+    detections = predict_volumes(model, ((n, store[n]) for n in names), config, _device(),
+                                 progress, len(names))
     write_detections_json(detections, run_dir / "test_detections.json")
     result = evaluate_p3d(gt, detections, config.eval.iou)
     doc = {**result.to_json(), "fps": result.fps.tolist(), "sens": result.sens.tolist()}
@@ -94,8 +99,8 @@ def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
     path = out / HARD_NEGATIVES_JSON
     if path.is_file():
         return path
-    model, config = load_model(source_run)
-    sources = [s for s in dataset_sources(data, "negatives")]
-    summary = mine_negatives(model, config, sources, pool_truth(data), out, progress=progress)
+    model, config = load_model(source_run, _device())
+    summary = mine_negatives(model, config, dataset_sources(data, "negatives"), pool_truth(data),
+                             out, device=_device(), progress=progress)
     print(f"hard negatives: {summary['hard_negatives']} in {summary['volumes']} volumes -> {path}")
     return path
