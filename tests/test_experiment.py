@@ -12,8 +12,9 @@ from uld.experiment.plan import BUDGETS, paper_runs
 def test_plan_has_the_papers_rows_with_one_budget():
     runs = paper_runs(BUDGETS["default"], base_tau=0.9)
     names = [r.name for r in runs]
-    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 5
-    assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0"} <= set(names)
+    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 7
+    assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0",
+            "none_random_s0", "add_random_s0"} <= set(names)
     pminus = next(r for r in runs if r.hard_negatives_from)
     assert pminus.hard_negatives_from == "add_s0"
     # the runs differ only by their own overrides: nothing touches the budget
@@ -27,7 +28,8 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
     out = tmp_path / "exp"
     assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
-    for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run"):
+    for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run",
+                    "RECIST-style vs random"):
         assert heading in report
     for picture in ("froc.png", "mining_curves.png"):
         assert (out / picture).stat().st_size > 1000

@@ -392,6 +392,19 @@ def recist_labels(
     return labeled
 
 
+def matched_random_labels(lesions: Sequence[Lesion], splits: Mapping[str, str],
+                          seed: int) -> np.ndarray:
+    """The control for a missingness model: as many train labels as ``lesions`` keep, but
+    dropped at random (every lesion of a train volume equally likely to stay unlabeled);
+    val/test/negatives lesions stay labeled. Returns ``kept (ndarray[N], bool)``."""
+    train = np.array([splits[les.volume] == "train" for les in lesions], dtype=bool)
+    kept = ~train
+    n_labeled = sum(les.labeled for les, t in zip(lesions, train) if t)
+    chosen = np.random.default_rng([seed, 0x52414E44]).permutation(np.flatnonzero(train))[:n_labeled]
+    kept[chosen] = True
+    return kept
+
+
 def random_labels(n: int, missing_rate: float, rng: np.random.Generator) -> np.ndarray:
     """``labeled (ndarray[n], bool)``: each label kept with probability ``1 - missing_rate``."""
     return rng.random(n) >= missing_rate
@@ -1308,7 +1321,9 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
 
     Writes ``volumes/<name>.nii.gz``, ``splits.csv``, ``annotations.csv`` (what a user has: the
     key-slice boxes of labeled lesions), ``annotations_full.csv`` (every lesion on every slice,
-    ``key`` on its key slice), ``lesions.csv`` (per-lesion truth) and, last, ``dataset.json``;
+    ``key`` on its key slice), ``annotations_random.csv`` (the same number of train labels as
+    ``annotations.csv``, dropped at random: the control for the missingness model),
+    ``lesions.csv`` (per-lesion truth) and, last, ``dataset.json``;
     an existing ``dataset.json`` is removed first, so an interrupted run never looks complete.
     Stale ``synth_NNNNN.nii.gz`` files not in this dataset are deleted. Returns the summary.
     """
@@ -1328,17 +1343,21 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
         splits[name] = split_of(config, index)
         all_lesions.extend(lesions)
     write_csv(out / "splits.csv", ("volume", "split"), splits.items())
-    partial, full, table = [], [], []
-    for les in all_lesions:
+    partial, full, table, matched = [], [], [], []
+    keep_random = matched_random_labels(all_lesions, splits, config.seed)
+    for les, kept in zip(all_lesions, keep_random):
         x1, y1, x2, y2 = les.key_box_xyxy
         if les.labeled:
             partial.append((les.volume, les.key_z, x1, y1, x2, y2, 1, les.index))
+        if kept:
+            matched.append((les.volume, les.key_z, x1, y1, x2, y2, 1, les.index))
         for z, box in zip(les.z, les.boxes_xyxy):
             full.append((les.volume, z, *box, int(z == les.key_z), les.index))
         table.append((les.volume, les.index, les.organ, les.kind, les.diameter_mm, les.key_z,
                       *les.box3d, int(les.labeled)))
     write_csv(out / "annotations.csv", ANNOTATION_COLUMNS, partial)
     write_csv(out / "annotations_full.csv", ANNOTATION_COLUMNS, full)
+    write_csv(out / "annotations_random.csv", ANNOTATION_COLUMNS, matched)
     write_csv(out / "lesions.csv", LESION_COLUMNS, table)
     for path in volumes_dir.iterdir():
         if _VOLUME_FILE.match(path.name) and path.name[: -len(".nii.gz")] not in splits:

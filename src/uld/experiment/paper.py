@@ -133,6 +133,15 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
     if decay and add_first:
         lines += [f"## Table IV: learning rate (seed {first})", "",
                   ablation_table([("constant", add_first[0]), ("step decay", decay[0])]), ""]
+    random_rows = [(label, r) for label, kind in (
+        ("oracle (complete labels)", "oracle"), ("no mining, RECIST-style missing", "none"),
+        ("no mining, random missing (same count)", "none_random"),
+        ("add, RECIST-style missing", "add"), ("add, random missing (same count)", "add_random"))
+        for r in groups.get(kind, []) if r.spec.seed == first]
+    if any(label.startswith("no mining, random") for label, _ in random_rows):
+        lines += [f"## Which missing labels hurt: RECIST-style vs random (seed {first})", "",
+                  "The same images and the same number of train labels; only which lesions lost "
+                  "their label differs.", "", ablation_table(random_rows), ""]
     lines += ["## Mining over training", "",
               "Cumulative precision (mined boxes on an unlabeled true lesion) and recall "
               "(unlabeled lesions on the training slices that a mined box hit), against the "

@@ -3,7 +3,8 @@
 Every run shares the benchmark config (``configs/demo.yaml`` plus the budget's overrides) and
 differs from it only by its own overrides, so all runs get the same budget (steps, batch,
 data). Main rows (oracle, baseline, ``add``, ``ignore``) run once per seed; the ablations
-(hard negatives, tau, learning-rate decay) run on the first seed and share the ``add`` run of
+(hard negatives, tau, learning-rate decay, and the missingness control: the same number of
+train labels dropped at random instead of RECIST-style) run on the first seed and share the ``add`` run of
 that seed as their reference (the benchmark's tau, constant lr, no P-).
 """
 
@@ -100,4 +101,9 @@ def paper_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
                                 ("mining.policy=add", f"mining.tau={tau}", *seed), mined=True))
     runs.append(RunSpec(f"decay_s{first}", "Mining, add, lr step decay", "decay", first,
                         ("mining.policy=add", "train.lr_schedule=step", *seed), mined=True))
+    random = ("data.annotations=annotations_random.csv",)
+    runs.append(RunSpec(f"none_random_s{first}", "EMA teacher, no mining, random missingness",
+                        "none_random", first, ("mining.policy=none", *random, *seed)))
+    runs.append(RunSpec(f"add_random_s{first}", "Mining, add, random missingness", "add_random",
+                        first, ("mining.policy=add", *random, *seed), mined=True))
     return runs
