@@ -4,14 +4,16 @@ Three runs with the same budget and seed: an oracle trained on the complete labe
 baseline (EMA teacher, no mining) and mining with the ``add`` policy, both on the partial
 labels. Each teacher is evaluated on the fully annotated test split; ``report.md`` holds a
 table shaped like the paper's Table I, a FROC plot and a picture of mined lesions. It is the
-main rows of ``uld experiment paper`` at one seed; finished runs are reused and interrupted
-ones resumed when the demo is started again.
+main rows of ``uld experiment paper --budget small`` (same data but the hard-negative pool,
+same steps, seed 0); finished runs are reused and interrupted ones resumed when the demo is
+started again.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from uld.config import load_config, override
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import SynthConfig, format_summary
 from uld.eval.detections import read_gt
-from uld.experiment.plan import RunSpec
+from uld.experiment.plan import BENCHMARK, RunSpec
 from uld.experiment.report import by_kind, gap_lines, per_seed_table, plot_main_froc, read_run, table_one
 from uld.experiment.runner import ensure_dataset, evaluate_run, train_or_reuse
 
@@ -37,11 +39,11 @@ def demo_settings(quick: bool) -> tuple[SynthConfig, tuple[str, ...]]:
     """The dataset and the config overrides of the full or the quick demo."""
     if quick:
         return (
-            SynthConfig(n_train=60, n_val=8, n_test=16, seed=0),
+            replace(BENCHMARK, n_train=60, n_val=8, n_test=16, n_negatives=0),
             ("train.iterations=400", "train.eval_every=400", "train.checkpoint_every=200",
              "mining.start_iteration=150", "train.warmup_iterations=50"),
         )
-    return SynthConfig(n_train=200, n_val=20, n_test=40, seed=0), ()
+    return replace(BENCHMARK, n_negatives=0), ("train.iterations=1500",)
 
 
 def run_demo(
