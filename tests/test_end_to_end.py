@@ -159,3 +159,23 @@ def test_two_process_ddp_training_on_cpu(dataset, tmp_path):
     checkpoint = load_checkpoint(run / "last.pt")
     assert checkpoint["step"] == 4 and (run / "model.pt").is_file()
     assert json.loads((run / "summary.json").read_text())["mined"] > 0
+
+
+def test_mining_settings_are_honoured_and_recorded(dataset, tmp_path):
+    """ignore policy without regression, a step schedule and the 3D consistency filter train,
+    land in the run's config, and the run ends with its mined-lesion exports."""
+    config = _config(dataset, "train.iterations=4", "train.eval_every=4", "train.checkpoint_every=4",
+                     "mining.policy=ignore", "mining.regress_mined=false", "mining.tau=0.01",
+                     "mining.consistency_neighbours=1", "mining.consistency_score=0.0",
+                     "train.lr_schedule=step", "train.lr_decay_at=[0.5]")
+    summary = train(config, tmp_path / "run", progress=False)
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert (saved.mining.policy, saved.mining.regress_mined, saved.mining.consistency_neighbours,
+            saved.train.lr_schedule) == ("ignore", False, 1, "step")
+    lrs = [row["lr"] for row in map(json.loads, (tmp_path / "run" / "metrics.jsonl").open())
+           if "lr" in row]
+    assert lrs[-1] == pytest.approx(config.train.lr * 0.1)
+    assert summary["mined"] > 0, "a near-zero tau mines from the first step"
+    assert summary["final_teacher_mining"]["slices_searched"] > 0
+    for name in ("MinedLesions.pkl", "mined_lesions.json", "mined_lesions.png"):
+        assert (tmp_path / "run" / name).is_file()
