@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 import uld
 from uld.atomic import write_text
-from uld.config import Config, config_to_dict, save_config
+from uld.config import Config, config_from_dict, config_to_dict, save_config, upgrade_saved_config
 from uld.data.samples import KeySliceDataset, Sample, collate
 from uld.data.sources import open_training_data
 from uld.data.transforms import resize_image, scale_boxes
@@ -115,7 +115,8 @@ def student_batch(
 
 def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
     current = config_to_dict(config)
-    stored = saved["config"]
+    # an older uld saved fewer keys: compare with its config as today's code reads it
+    stored = config_to_dict(config_from_dict(upgrade_saved_config(saved["config"])))
     differ = [
         f"{section}.{key}"
         for section, values in current.items() if isinstance(values, dict)
