@@ -48,6 +48,15 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
     assert summary["final_teacher_mining"]["slices_searched"] > 0
     assert "step" in (out / "runs" / "decay_s0" / "config.yaml").read_text()
 
+    # the CLI mines the same pool with the same rule the experiment used
+    assert main(["mine-negatives", "--model", str(out / "runs" / "add_s0"), "--data", str(out / "data"),
+                 "--out", str(tmp_path / "neg"), "--min-score", "0.0", "--quiet"]) == 0
+    doc = json.loads((tmp_path / "neg" / "hard_negatives.json").read_text())
+    assert doc["kind"] == "hard_negatives" and len(doc["volumes"]) == BUDGETS["tiny"].synth.n_negatives
+    assert all(len(v) <= 10 for v in doc["volumes"].values())
+    assert (tmp_path / "neg" / "HardNegatives.pkl").is_file()
+    assert main(["mine-negatives", "--model", str(out / "runs" / "add_s0"), "--out", "x"]) == 2
+
     stamps = {r.name: (out / "runs" / r.name / "model.pt").stat().st_mtime_ns for r in runs}
     capsys.readouterr()
     assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
