@@ -145,8 +145,8 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
     lines += ["## Mining over training", "",
               "Cumulative precision (mined boxes on an unlabeled true lesion) and recall "
               "(unlabeled lesions on the training slices that a mined box hit), against the "
-              "generator's complete labels; the last columns re-mine the whole training set "
-              "with the final teacher.", ""]
+              "generator's complete labels. In 'Every run' below, the 'final teacher' columns "
+              "re-mine the whole training set with each run's final teacher.", ""]
     if mining_dirs:
         lines += ["![mining curves](mining_curves.png)", ""]
     if (out / "runs" / f"add_s{first}" / "mined_lesions.png").is_file():
