@@ -177,8 +177,9 @@ def plot_mining_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
     for ax, name in ((ax_p, "precision of the mined boxes"), (ax_r, "recall of unlabeled lesions")):
         ax.set_xlabel("training step")
         ax.set_ylabel(name)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+    ax_p.set_ylim(top=1.02)
     ax_p.legend(fontsize=7)
     fig.suptitle("mining over training (cumulative, against the generator's complete labels)")
     fig.tight_layout()
