@@ -109,6 +109,24 @@ def test_train_predict_evaluate_convert_on_the_paper_split(tree, tmp_path, capsy
     assert set(detections) == {TEST, VAL}
     assert (pred / f"{TEST}.lesions.json").is_file()
 
+    # hard negatives on Revised-Train744's sub-volume, then a retraining with them (P-)
+    neg = tmp_path / "neg"
+    assert main(["mine-negatives", "--model", str(run), "--deeplesion", str(tree), "--out", str(neg),
+                 "--min-score", "0.0", "--quiet"]) == 0
+    doc = json.loads((neg / "hard_negatives.json").read_text())
+    assert list(doc["volumes"]) == [NEGATIVE] and len(doc["volumes"][NEGATIVE]) <= 10
+    layout = load_pickle(neg / "HardNegatives.pkl")
+    for entry in doc["volumes"][NEGATIVE]:  # the pickle is 1-based, as every Lesion Harvester file
+        rows = np.asarray(layout[NEGATIVE][entry["z"]])
+        assert np.isclose(rows[:, :4], np.asarray(entry["box"]) + 1.0, atol=1e-3).all(axis=1).any()
+    retrain = tmp_path / "retrain"
+    assert main(["train", "--config", "deeplesion", "--out", str(retrain), "--quiet",
+                 "--set", f"data.root={tree}", "--set", "data.on_bad_input=skip",
+                 "--set", f"data.hard_negatives={neg / 'hard_negatives.json'}",
+                 *[a for s in SMALL for a in ("--set", s)]]) == 0
+    # the fully annotated sub-volume joins: its lesion slices and its hard-negative slices
+    assert json.loads((retrain / "summary.json").read_text())["training_samples"] > 3
+
     out = tmp_path / "p3d.json"
     assert main(["evaluate", "--gt", str(tree / "lesion_harvester" / "Revised-Test1071.pkl"),
                  "--detections", str(pred), "--json", str(out)]) == 2  # the VAL volume is not in it
