@@ -31,13 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-DL_INFO_COLUMNS = (
-    "File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index",
-    "Measurement_coordinates", "Bounding_boxes", "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location", "Coarse_lesion_type", "Possibly_noisy", "Slice_range",
-    "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender", "Patient_age",
-    "Train_Val_Test",
-)
+from uld.data.deeplesion import DL_INFO_COLUMNS
 
 
 def _join(values: Sequence[float]) -> str:
