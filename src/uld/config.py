@@ -124,12 +124,18 @@ class MiningConfig:
     centred one stack spacing above and below (0 = off, 1 = either, 2 = both)."""
     consistency_score: float = 0.5
     consistency_iou: float = 0.5
+    source: Literal["teacher", "truth"] = "teacher"
+    """``teacher``: the method. ``truth``: every unlabeled true lesion of the slice is "mined"
+    (after the same GT NMS), as a perfect teacher would mine it: the upper bound of what mining
+    can recover, for data whose complete labels are known (the synthetic benchmark)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"mining.tau = {self.tau}: must lie in [0, 1]")
         if not 0.0 <= self.gt_nms_iou <= 1.0:
             raise ConfigError(f"mining.gt_nms_iou = {self.gt_nms_iou}: must lie in [0, 1]")
+        if self.source not in ("teacher", "truth"):
+            raise ConfigError(f"mining.source = {self.source!r}: must be 'teacher' or 'truth'")
         if self.consistency_neighbours not in (0, 1, 2):
             raise ConfigError(f"mining.consistency_neighbours = {self.consistency_neighbours}: "
                               "must be 0, 1 or 2")

@@ -19,7 +19,7 @@ from uld.data.preprocess import Frame
 from uld.data.samples import KeySliceDataset, Sample
 from uld.mining.diagnostics import MiningCounts, mining_counts
 from uld.mining.export import SliceBox
-from uld.mining.filter import mine, supported
+from uld.mining.filter import gt_nms, mine, supported
 
 
 @torch.no_grad()
@@ -56,6 +56,22 @@ def mine_samples(
         keep = supported(boxes, neighbours, config.consistency_score, config.consistency_iou,
                          config.consistency_neighbours)
         mined[i] = (boxes[keep], scores[keep])
+    return mined
+
+
+def mine_truth(batch: Sequence[Sample], config: MiningConfig,
+               device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """What a perfect teacher would mine (``mining.source=truth``): each sample's true boxes
+    (``sample.truth``) that survive GT NMS against its known boxes, with score 1; nothing on
+    complete samples. Same return as :func:`mine_samples`."""
+    mined = []
+    for sample in batch:
+        if sample.truth is None:
+            raise ValueError(f"mining.source=truth needs the complete labels, and slice "
+                             f"{sample.volume} z={sample.z} has none (synthetic data only)")
+        truth = sample.truth[:0] if sample.complete else sample.truth
+        keep = gt_nms(truth, sample.boxes, config.gt_nms_iou)
+        mined.append((truth[keep].to(device), torch.ones(int(keep.sum()), device=device)))
     return mined
 
 

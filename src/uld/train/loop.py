@@ -37,7 +37,7 @@ from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
 from uld.mining.export import write_slice_boxes
 from uld.mining.gallery import mined_gallery
-from uld.mining.harvest import count_mining, harvest, mine_samples
+from uld.mining.harvest import count_mining, harvest, mine_samples, mine_truth
 from uld.mining.policy import targets_for_student
 from uld.model.build import build_detector
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
@@ -187,7 +187,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         mining_now = mining_on and step >= config.mining.start_iteration
         mined = [torch.zeros((0, 4), device=ctx.device) for _ in batch]
         if mining_now:
-            mined = [b for b, _ in mine_samples(teacher.module, batch, config.mining, ctx.device)]
+            found = mine_truth(batch, config.mining, ctx.device) \
+                if config.mining.source == "truth" \
+                else mine_samples(teacher.module, batch, config.mining, ctx.device)
+            mined = [b for b, _ in found]
         t1 = time.perf_counter()
 
         ratio = resize_ratio(step, tc.seed, *tc.resize_range)
