@@ -56,7 +56,7 @@ def test_written_dataset_is_deterministic(dataset, tmp_path):
     again = write_synthetic_dataset(tmp_path, TINY, progress=False)
     assert again == summary
     for name in ("splits.csv", "annotations.csv", "annotations_full.csv", "lesions.csv",
-                 "dataset.json"):
+                 "annotations_random.csv", "annotations_largest.csv", "dataset.json"):
         assert (root / name).read_bytes() == (tmp_path / name).read_bytes(), name
     folder_a, folder_b = DatasetFolder(root), DatasetFolder(tmp_path)
     for name in folder_a.volumes():
@@ -158,7 +158,7 @@ def test_recist_selection_by_hand():
     assert recist_labels([], []).shape == (0,)
 
 
-def _assert_recist(rows, config):
+def _assert_recist(rows, config, largest_first=True):
     by_volume = defaultdict(list)
     for r in rows:
         by_volume[r["volume"]].append(r)
@@ -170,13 +170,14 @@ def _assert_recist(rows, config):
             assert float(r["diameter_mm"]) >= config.recist_min_diameter_mm
             per_organ[r["organ"]].append(float(r["diameter_mm"]))
         assert all(len(v) <= config.recist_max_per_organ for v in per_organ.values())
-        for r in group:  # an eligible lesion left out was crowded out by larger ones
+        for r in group:  # an eligible lesion left out was crowded out (by larger ones)
             d = float(r["diameter_mm"])
             if r["labeled"] == "0" and d >= config.recist_min_diameter_mm:
+                bar = d if largest_first else 0.0
                 organ_full = len(per_organ[r["organ"]]) == config.recist_max_per_organ \
-                    and min(per_organ[r["organ"]]) >= d
+                    and min(per_organ[r["organ"]]) >= bar
                 volume_full = len(labeled) == config.recist_max_per_volume \
-                    and min(float(x["diameter_mm"]) for x in labeled) >= d
+                    and min(float(x["diameter_mm"]) for x in labeled) >= bar
                 assert organ_full or volume_full
 
 
@@ -319,3 +320,33 @@ def test_bad_config_names_the_field(kwargs, field):
 def test_index_outside_the_dataset_is_refused():
     with pytest.raises(IndexError, match="volume index 10"):
         generate_volume(TINY, 10)
+
+def test_recist_random_choice_keeps_the_limits_but_not_the_order():
+    d = [30, 25, 20, 15, 12, 11, 9]
+    organs = ["liver"] * 4 + ["lung"] * 3
+    chosen = [recist_labels(d, organs, rng=np.random.default_rng(seed)) for seed in range(40)]
+    for labeled in chosen:
+        assert labeled[:4].sum() == 2 and labeled[4:6].sum() == 2 and not labeled[6]
+    # any two liver lesions may be measured, not only the two largest
+    assert {tuple(np.flatnonzero(labeled[:4])) for labeled in chosen} == {
+        (0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)}
+
+
+def test_random_recist_choice_changes_only_which_lesions_are_labeled(tmp_path):
+    crowded = dict(n_train=4, n_val=1, n_test=0, size=64, seed=5, lesions_per_volume=(8, 8),
+                   lesions_mean=8.0, diameter_median_mm=14.0)
+    largest, chosen = tmp_path / "largest", tmp_path / "random"
+    write_synthetic_dataset(largest, SynthConfig(**crowded), progress=False)
+    write_synthetic_dataset(chosen, SynthConfig(**crowded, recist_choice="random"), progress=False)
+    for name in ("annotations_full.csv", "splits.csv"):
+        assert (largest / name).read_bytes() == (chosen / name).read_bytes()
+    # the control file of the random choice is the largest-first selection itself
+    assert (chosen / "annotations_largest.csv").read_bytes() == \
+        (largest / "annotations.csv").read_bytes() == (largest / "annotations_largest.csv").read_bytes()
+    a, b = _rows(largest / "lesions.csv"), _rows(chosen / "lesions.csv")
+    assert sum(r["labeled"] == "1" for r in a) == sum(r["labeled"] == "1" for r in b)
+    assert [r["labeled"] for r in a] != [r["labeled"] for r in b]
+    _assert_recist([r for r in b if r["volume"] != "synth_00004"], SynthConfig(**crowded),
+                   largest_first=False)
+    assert np.array_equal(DatasetFolder(largest).read_volume("synth_00001").hu,
+                          DatasetFolder(chosen).read_volume("synth_00001").hu)

@@ -37,11 +37,13 @@ box on a slice is ``[xmin, ymin, xmax + 1, ymax + 1]`` of the mask pixels (conti
 coordinates), kept where the cross-section has at least ``min_cross_section_px`` pixels. The
 key slice is the slice of largest cross-section (the first one on ties). ``diameter_mm`` is
 the RECIST long axis: the largest distance between mask pixel centres on the key slice, plus
-one pixel. Train volumes get partial labels (``missing``): ``"recist"`` measures per volume the
-largest lesions of at least ``recist_min_diameter_mm``, at most ``recist_max_per_organ`` per
-organ and ``recist_max_per_volume`` in all (largest first); ``"random"`` drops each label with
-probability ``missing_rate``. Val and test volumes are fully annotated. (RECIST proper measures
-lymph nodes by their short axis; we use the long axis for every lesion.)
+one pixel. Train volumes get partial labels (``missing``): ``"recist"`` measures per volume
+lesions of at least ``recist_min_diameter_mm``, at most ``recist_max_per_organ`` per organ and
+``recist_max_per_volume`` in all, visiting them largest first (``recist_choice="largest"``) or
+in random order (``"random"``: the reader picks any measurable lesions, not the largest);
+``"random"`` drops each label with probability ``missing_rate``. Val and test volumes are
+fully annotated. (RECIST proper measures lymph nodes by their short axis; we use the long
+axis for every lesion.)
 
 Determinism
 -----------
@@ -81,6 +83,7 @@ __all__ = [
     "format_summary",
     "generate_phantom",
     "generate_volume",
+    "largest_first_labels",
     "random_labels",
     "recist_labels",
     "size_band",
@@ -200,6 +203,8 @@ class SynthConfig:
     recist_min_diameter_mm: float = 10.0
     recist_max_per_organ: int = 2
     recist_max_per_volume: int = 5
+    recist_choice: Literal["largest", "random"] = "largest"
+    """Which measurable lesions RECIST-style selection measures first: the largest, or any."""
     pixel_spacing_mm: tuple[float, float] = (1.2, 1.5)
     """Uniform range of the in-plane pixel spacing. Anatomy scales with the field of view and
     lesions keep their size in mm, so a fine spacing gives a small body with lesions large
@@ -256,6 +261,8 @@ class SynthConfig:
             raise bad("lesion_contrast", "must be positive")
         if self.missing not in ("recist", "random"):
             raise bad("missing", "must be 'recist' or 'random'")
+        if self.recist_choice not in ("largest", "random"):
+            raise bad("recist_choice", "must be 'largest' or 'random'")
         if not 0.0 <= self.missing_rate <= 1.0:
             raise bad("missing_rate", "must lie in [0, 1]")
         if self.recist_max_per_organ < 0 or self.recist_max_per_volume < 0:
@@ -368,12 +375,13 @@ def recist_labels(
     min_diameter_mm: float = 10.0,
     max_per_organ: int = 2,
     max_per_volume: int = 5,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """RECIST-style selection of the measured lesions of one volume.
 
-    Lesions are visited largest first (ties: lower index first); one is measured when it is at
-    least ``min_diameter_mm`` long and its organ and the volume still have room.
-    Returns ``labeled (ndarray[N], bool)``.
+    Lesions are visited largest first (ties: lower index first), or in the random order of
+    ``rng`` when given; one is measured when it is at least ``min_diameter_mm`` long and its
+    organ and the volume still have room. Returns ``labeled (ndarray[N], bool)``.
     """
     d = np.asarray(diameters_mm, dtype=float).reshape(-1)
     if len(organs) != len(d):
@@ -381,7 +389,8 @@ def recist_labels(
     labeled = np.zeros(len(d), dtype=bool)
     per_organ: dict[str, int] = {}
     total = 0
-    for i in np.argsort(-d, kind="stable"):
+    order = np.argsort(-d, kind="stable") if rng is None else rng.permutation(len(d))
+    for i in order:
         if d[i] < min_diameter_mm or total >= max_per_volume:
             continue
         if per_organ.get(organs[i], 0) >= max_per_organ:
@@ -402,6 +411,24 @@ def matched_random_labels(lesions: Sequence[Lesion], splits: Mapping[str, str],
     n_labeled = sum(les.labeled for les, t in zip(lesions, train) if t)
     chosen = np.random.default_rng([seed, 0x52414E44]).permutation(np.flatnonzero(train))[:n_labeled]
     kept[chosen] = True
+    return kept
+
+
+def largest_first_labels(lesions: Sequence[Lesion], splits: Mapping[str, str],
+                         config: SynthConfig) -> np.ndarray:
+    """RECIST-style selection, largest first, of every train volume of ``lesions`` (in
+    volume order, as written) with ``config``'s limits; val/test/negatives lesions stay
+    labeled. Returns ``kept (ndarray[N], bool)``."""
+    kept = np.array([splits[les.volume] != "train" for les in lesions], dtype=bool)
+    by_volume: dict[str, list[int]] = {}
+    for i, les in enumerate(lesions):
+        if not kept[i]:
+            by_volume.setdefault(les.volume, []).append(i)
+    for index in by_volume.values():
+        kept[index] = recist_labels([lesions[i].diameter_mm for i in index],
+                                    [lesions[i].organ for i in index],
+                                    config.recist_min_diameter_mm, config.recist_max_per_organ,
+                                    config.recist_max_per_volume)
     return kept
 
 
@@ -1179,7 +1206,9 @@ def generate_phantom(config: SynthConfig, index: int) -> Phantom:
             labeled = recist_labels([les.diameter_mm for les in lesions],
                                     [les.organ for les in lesions],
                                     config.recist_min_diameter_mm, config.recist_max_per_organ,
-                                    config.recist_max_per_volume)
+                                    config.recist_max_per_volume,
+                                    None if config.recist_choice == "largest"
+                                    else np.random.default_rng(missing_ss))
         else:
             labeled = random_labels(len(lesions), config.missing_rate,
                                     np.random.default_rng(missing_ss))
@@ -1323,6 +1352,8 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     key-slice boxes of labeled lesions), ``annotations_full.csv`` (every lesion on every slice,
     ``key`` on its key slice), ``annotations_random.csv`` (the same number of train labels as
     ``annotations.csv``, dropped at random: the control for the missingness model),
+    ``annotations_largest.csv`` (RECIST-style selection, largest first, with the config's
+    limits: the other control),
     ``lesions.csv`` (per-lesion truth) and, last, ``dataset.json``;
     an existing ``dataset.json`` is removed first, so an interrupted run never looks complete.
     Stale ``synth_NNNNN.nii.gz`` files not in this dataset are deleted. Returns the summary.
@@ -1345,12 +1376,16 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     write_csv(out / "splits.csv", ("volume", "split"), splits.items())
     partial, full, table, matched = [], [], [], []
     keep_random = matched_random_labels(all_lesions, splits, config.seed)
-    for les, kept in zip(all_lesions, keep_random):
-        x1, y1, x2, y2 = les.key_box_xyxy
+    keep_largest = largest_first_labels(all_lesions, splits, config)
+    largest = []
+    for les, kept, big in zip(all_lesions, keep_random, keep_largest):
+        key_row = (les.volume, les.key_z, *les.key_box_xyxy, 1, les.index)
         if les.labeled:
-            partial.append((les.volume, les.key_z, x1, y1, x2, y2, 1, les.index))
+            partial.append(key_row)
         if kept:
-            matched.append((les.volume, les.key_z, x1, y1, x2, y2, 1, les.index))
+            matched.append(key_row)
+        if big:
+            largest.append(key_row)
         for z, box in zip(les.z, les.boxes_xyxy):
             full.append((les.volume, z, *box, int(z == les.key_z), les.index))
         table.append((les.volume, les.index, les.organ, les.kind, les.diameter_mm, les.key_z,
@@ -1358,6 +1393,7 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     write_csv(out / "annotations.csv", ANNOTATION_COLUMNS, partial)
     write_csv(out / "annotations_full.csv", ANNOTATION_COLUMNS, full)
     write_csv(out / "annotations_random.csv", ANNOTATION_COLUMNS, matched)
+    write_csv(out / "annotations_largest.csv", ANNOTATION_COLUMNS, largest)
     write_csv(out / "lesions.csv", LESION_COLUMNS, table)
     for path in volumes_dir.iterdir():
         if _VOLUME_FILE.match(path.name) and path.name[: -len(".nii.gz")] not in splits:
