@@ -12,9 +12,10 @@ from uld.experiment.plan import BUDGETS, paper_runs
 def test_plan_has_the_papers_rows_with_one_budget():
     runs = paper_runs(BUDGETS["default"], base_tau=0.9)
     names = [r.name for r in runs]
-    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 7
+    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 10
     assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0",
-            "none_random_s0", "add_random_s0"} <= set(names)
+            "upper_add_s0", "upper_ignore_s0", "none_largest_s0", "none_random_s0",
+            "add_random_s0"} <= set(names)
     pminus = next(r for r in runs if r.hard_negatives_from)
     assert pminus.hard_negatives_from == "add_s0"
     # the runs differ only by their own overrides: nothing touches the budget
@@ -26,10 +27,11 @@ def test_plan_has_the_papers_rows_with_one_budget():
 
 def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_done(tmp_path, capsys):
     out = tmp_path / "exp"
-    assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
+    assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet",
+                 "--workers", "2"]) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run",
-                    "RECIST-style vs random"):
+                    "Which missing labels hurt", "Upper bound: add the true unlabeled lesions"):
         assert heading in report
     for picture in ("froc.png", "mining_curves.png"):
         assert (out / picture).stat().st_size > 1000
@@ -47,6 +49,8 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
     summary = json.loads((out / "runs" / "add_s0" / "summary.json").read_text())
     assert summary["final_teacher_mining"]["slices_searched"] > 0
     assert "step" in (out / "runs" / "decay_s0" / "config.yaml").read_text()
+    upper = json.loads((out / "runs" / "upper_add_s0" / "summary.json").read_text())
+    assert upper["mined"] > 0 and upper["mined_precision"] == upper["mined_recall"] == 1.0
 
     # the CLI mines the same pool with the same rule the experiment used
     assert main(["mine-negatives", "--model", str(out / "runs" / "add_s0"), "--data", str(out / "data"),

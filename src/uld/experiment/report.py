@@ -133,7 +133,7 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
     lines = [f"- oracle - baseline: {gap:.1f} AP points ({oracle:.1f} vs {none:.1f}, mean over "
              f"{len(groups['oracle'])} seed(s))"]
     for kind, runs in groups.items():
-        if kind in ("oracle", "none") or kind.endswith("_random"):  # random: its own table
+        if kind in ("oracle", "none") or kind.endswith(("_random", "_largest")):  # own table
             continue
         seeds = {r.spec.seed for r in runs}
         ref_o = [r for r in groups["oracle"] if r.spec.seed in seeds]
