@@ -6,16 +6,18 @@ import json
 
 from uld.cli import main
 from uld.config import load_config
-from uld.experiment.plan import BUDGETS, paper_runs
+from uld.data.synth import SynthConfig
+from uld.experiment.plan import BUDGETS, Budget, paper_runs
 
 
 def test_plan_has_the_papers_rows_with_one_budget():
     runs = paper_runs(BUDGETS["default"], base_tau=0.9)
     names = [r.name for r in runs]
-    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 10
+    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 8
     assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0",
-            "upper_add_s0", "upper_ignore_s0", "none_largest_s0", "none_random_s0",
-            "add_random_s0"} <= set(names)
+            "upper_add_s0", "upper_ignore_s0", "none_largest_s0"} <= set(names)
+    recist = Budget("r", SynthConfig(), (), (0,))
+    assert {"none_random_s0", "add_random_s0"} <= {r.name for r in paper_runs(recist, 0.9)}
     pminus = next(r for r in runs if r.hard_negatives_from)
     assert pminus.hard_negatives_from == "add_s0"
     # the runs differ only by their own overrides: nothing touches the budget
