@@ -15,7 +15,8 @@ def _synth(args: argparse.Namespace) -> None:
 
     config = SynthConfig(
         n_train=args.train, n_val=args.val, n_test=args.test, size=args.size, seed=args.seed,
-        missing=args.missing, missing_rate=args.missing_rate, lesion_contrast=args.lesion_contrast,
+        missing=args.missing, missing_rate=args.missing_rate, recist_choice=args.recist_choice,
+        lesion_contrast=args.lesion_contrast,
     )
     summary = write_synthetic_dataset(args.out, config, progress=not args.quiet)
     print(format_summary(summary))
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which lesions stay unlabeled in the train split (default: recist)")
     p.add_argument("--missing-rate", type=float, default=0.5,
                    help="share of lesions dropped by --missing random")
+    p.add_argument("--recist-choice", choices=["largest", "random"], default="largest",
+                   help="--missing recist measures the largest eligible lesions first, or any")
     p.add_argument("--train", type=int, default=300, help="training volumes")
     p.add_argument("--val", type=int, default=30, help="validation volumes")
     p.add_argument("--test", type=int, default=60, help="test volumes")

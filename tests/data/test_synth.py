@@ -350,3 +350,12 @@ def test_random_recist_choice_changes_only_which_lesions_are_labeled(tmp_path):
                    largest_first=False)
     assert np.array_equal(DatasetFolder(largest).read_volume("synth_00001").hu,
                           DatasetFolder(chosen).read_volume("synth_00001").hu)
+
+
+def test_synth_command_passes_the_missingness_options(tmp_path):
+    from uld.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--train", "2", "--val", "1", "--test", "0",
+                 "--size", "48", "--recist-choice", "random", "--quiet"]) == 0
+    generator = json.loads((tmp_path / "dataset.json").read_text())["generator"]
+    assert generator["recist_choice"] == "random" and generator["missing"] == "recist"
