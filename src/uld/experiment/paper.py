@@ -79,7 +79,7 @@ def run_paper_experiment(
         else:
             _in_parallel(jobs, out, data, workers)
     minutes = (time.perf_counter() - started) / 60
-    return write_report(out, plan, runs, base.mining.tau, minutes)
+    return write_report(out, plan, runs, base.mining.tau, minutes, workers)
 
 
 def _run_config(base: Config, spec: RunSpec, out: Path, data: Path, progress: bool) -> Config:
@@ -120,7 +120,7 @@ def _in_parallel(jobs: list[tuple[RunSpec, Config]], out: Path, data: Path, work
 
 
 def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
-                 minutes: float) -> Path:
+                 minutes: float, workers: int = 1) -> Path:
     """``report.md``, ``froc.png`` and ``mining_curves.png`` from the finished runs."""
     results = [read_run(s, out / "runs" / s.name, base_tau) for s in runs]
     groups = by_kind(results)
@@ -209,7 +209,9 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
               "```", "",
               f"Wall time of this invocation: {minutes:.1f} minutes (runs already done are "
               f"reused); sum of the runs' own times: {sum(r.minutes for r in results):.1f} minutes; "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads."]
+              f"torch {torch.__version__}, " + (
+                  f"{workers} runs at a time" if workers > 1
+                  else f"{torch.get_num_threads()} threads") + "."]
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path

@@ -132,6 +132,11 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
     gap = oracle - none
     lines = [f"- oracle - baseline: {gap:.1f} AP points ({oracle:.1f} vs {none:.1f}, mean over "
              f"{len(groups['oracle'])} seed(s))"]
+    spread = max(statistics.stdev(_metric(r, "ap") for r in groups[k])
+                 if len(groups[k]) > 1 else 0.0 for k in ("oracle", "none"))
+    if gap <= spread:
+        lines.append(f"- the gap is within the seed spread (sd up to {spread:.1f} AP points): "
+                     "the shares below are noise, not effects")
     for kind, runs in groups.items():
         if kind in ("oracle", "none") or kind.endswith(("_random", "_largest")):  # own table
             continue
