@@ -102,6 +102,7 @@ def _train_and_evaluate(config: Config, run_dir: Path, data: Path, progress: boo
 
 
 def _in_parallel(jobs: list[tuple[RunSpec, Config]], out: Path, data: Path, workers: int) -> None:
+    workers = min(workers, len(jobs))  # a lone run (the P- retraining) gets every thread
     threads = max(1, (os.cpu_count() or 1) // workers)
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
