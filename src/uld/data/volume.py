@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from uld.atomic import atomic_path
+from uld.data.checks import check_dicom_files, check_nifti, is_nifti
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,14 @@ class Volume:
 
 
 def _first_line(exc: Exception) -> str:
+    """ITK's reason, without the C++ source path it quotes first."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else "unreadable"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR:" in line:
+            return line.split("ERROR:", 1)[1].strip()
+    reasons = [line for line in lines if not re.search(r"\.(cxx|hxx|cpp|h):\d+:?$", line)]
+    return reasons[-1] if reasons else "unreadable"
 
 
 def _volume(image: sitk.Image, where: Path) -> Volume:
@@ -78,11 +86,18 @@ def read_volume(path: str | Path) -> Volume:
     Raises ``ValueError`` naming the file when it cannot be read or is not 3D.
     """
     path = Path(path)
+    return _volume(_read_file(path), path)
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """One image file; a NIfTI file's header and compressed stream are checked first
+    (:func:`uld.data.checks.check_nifti`: ITK would hide bad spacing and truncation)."""
+    if is_nifti(path):
+        check_nifti(path)
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"{path}: cannot read image ({_first_line(exc)})") from exc
-    return _volume(image, path)
 
 
 def _dicom_series(folder: Path) -> sitk.Image:
@@ -99,6 +114,7 @@ def _dicom_series(folder: Path) -> sitk.Image:
             f"{folder}: {len(series)} DICOM series in one folder ({shown}); give one series per folder"
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_dicom_files(files, folder)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()  # applies RescaleSlope/Intercept: values are HU
@@ -122,10 +138,7 @@ def read_scan(path: str | Path) -> Volume:
     if path.is_dir():
         image = _dicom_series(path)
     elif path.is_file():
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+        image = _read_file(path)
         if image.GetDimension() == 2:
             image = sitk.JoinSeries(image)
     else:
