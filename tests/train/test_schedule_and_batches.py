@@ -53,3 +53,20 @@ def test_schedule_and_tau_are_checked_in_the_config():
         load_config(None, ["mining.tau=1.5"])
     with pytest.raises(ConfigError, match="lr_schedule"):
         load_config(None, ["train.lr_schedule=cosine"])
+
+
+def test_build_optimizer_kinds_and_frozen_parameters():
+    import pytest
+    import torch
+
+    from uld.train.schedule import build_optimizer
+
+    net = torch.nn.Linear(3, 2)
+    net.bias.requires_grad_(False)
+    sgd = build_optimizer(net.parameters(), "sgd", 0.1, 0.9, 1e-4)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    assert len(sgd.param_groups[0]["params"]) == 1  # the frozen bias is left out
+    adamw = build_optimizer(net.parameters(), "adamw", 1e-3, 0.9, 0.05)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        build_optimizer(net.parameters(), "adam", 1e-3, 0.9, 0.0)

@@ -43,7 +43,7 @@ from uld.model.build import build_detector
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
 from uld.train.distributed import Context, batch_indices, context, resize_ratio
 from uld.train.logging import RunLogger
-from uld.train.schedule import learning_rate
+from uld.train.schedule import build_optimizer, learning_rate
 from uld.train.validation import validate
 
 
@@ -146,10 +146,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
 
     student = build_detector(config.model, config.data.num_slices).to(ctx.device)
     teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
-    optimizer = torch.optim.SGD(
-        [p for p in student.parameters() if p.requires_grad],
-        lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay,
-    )
+    optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum,
+                                tc.weight_decay)
     records, start, saved = Records(), 0, None
     last_path = out / "last.pt"
     if resume:

@@ -1,8 +1,23 @@
-"""Learning-rate schedule: linear warm-up, then constant (the paper's choice) or step decay."""
+"""The optimiser, and its learning rate: linear warm-up, then constant (the paper's choice) or
+step decay."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+import torch
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """``sgd`` (the paper's: momentum, L2 weight decay) or ``adamw`` (decoupled weight decay;
+    ``momentum`` is unused). ``lr`` is the base rate; the loop sets each step's rate."""
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r} (known: sgd, adamw)")
 
 
 def learning_rate(
