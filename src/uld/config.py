@@ -128,8 +128,16 @@ class MiningConfig:
     """``teacher``: the method. ``truth``: every unlabeled true lesion of the slice is "mined"
     (after the same GT NMS), as a perfect teacher would mine it: the upper bound of what mining
     can recover, for data whose complete labels are known (the synthetic benchmark)."""
+    contain_thresh: float = 1.0
+    """Before GT NMS: drop a teacher box whose intersection with a higher-scoring teacher box,
+    over the smaller box's area, exceeds this (as ``infer.contain_thresh``); 1 = off."""
+    contain_area_ratio: float = 0.0
+    """Size guard of that suppression (as ``infer.contain_area_ratio``)."""
 
     def __post_init__(self) -> None:
+        for name in ("contain_thresh", "contain_area_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"mining.{name} = {getattr(self, name)}: must lie in [0, 1]")
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"mining.tau = {self.tau}: must lie in [0, 1]")
         if not 0.0 <= self.gt_nms_iou <= 1.0:
@@ -185,6 +193,25 @@ class InferConfig:
     """Kalman linker: bridged gap, gate, noise, size floor."""
     overlap: OverlapLinkerParams = field(default_factory=OverlapLinkerParams)
     """Overlap linker: IoU threshold and bridged gap."""
+    contain_thresh: float = 1.0
+    """Per slice, before linking: drop a box whose intersection with a higher-scoring box,
+    over the smaller box's area, exceeds this (``uld.infer.suppress``); 1 = off."""
+    contain_area_ratio: float = 0.0
+    """Size guard of both suppressions: a pair counts as duplicates only when the smaller box
+    (tracklet) has at least this share of the larger one's area."""
+    merge_thresh: float = 1.0
+    """After linking: merge a tracklet into a higher-scoring one when their summed intersection
+    over the smaller summed area, on common slices (or on the facing ends across a gap),
+    exceeds this; 1 = off."""
+    merge_gap: int = 1
+    """Missed slices across which two tracklets may continue each other and be merged."""
+
+    def __post_init__(self) -> None:
+        for name in ("contain_thresh", "contain_area_ratio", "merge_thresh"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"infer.{name} = {getattr(self, name)}: must lie in [0, 1]")
+        if self.merge_gap < 0:
+            raise ConfigError(f"infer.merge_gap = {self.merge_gap}: must be >= 0")
 
 
 @dataclass(frozen=True)

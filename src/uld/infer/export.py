@@ -97,6 +97,8 @@ class Lesion:
     peak_slice: ``z`` of its highest-scoring box.
     boxes: per box ``(z, x1, y1, x2, y2, score)``, sorted by ``z``; pixels, x = column, y = row.
     box_voxel: ``(x1, y1, z1, x2, y2, z2)``; box_mm, long_axis_mm: see the module docstring.
+    tracklets: how many linked tracklets were merged into this lesion (1: none besides its own;
+        ``infer.merge_thresh``, :func:`uld.infer.suppress.merge_tracklets`).
     """
 
     lesion_id: int
@@ -107,6 +109,7 @@ class Lesion:
     box_voxel: tuple[float, float, int, float, float, int]
     box_mm: BoxMM
     long_axis_mm: float
+    tracklets: int = 1
 
     @property
     def peak_box(self) -> tuple[float, float, float, float]:
@@ -199,7 +202,7 @@ def _tracklet_boxes(
 
 
 def _lesion(lesion_id: int, boxes: tuple[tuple[int, float, float, float, float, float], ...],
-            volume: Volume) -> Lesion:
+            volume: Volume, tracklets: int = 1) -> Lesion:
     arr = np.array([b[1:5] for b in boxes], dtype=np.float64)
     zs = [b[0] for b in boxes]
     best = max(boxes, key=lambda b: b[5])  # ties: the first, lowest z
@@ -215,28 +218,35 @@ def _lesion(lesion_id: int, boxes: tuple[tuple[int, float, float, float, float, 
         box_voxel=box_voxel,
         box_mm=box_mm_from_voxel(box_voxel, volume),
         long_axis_mm=max((best[3] - best[1]) * sx, (best[4] - best[2]) * sy),
+        tracklets=tracklets,
     )
 
 
 def lesions_from_tracklets(
-    tracklets: Sequence[Tracklet], volume: Volume, min_score: float = 0.0, *, name: str = "volume"
+    tracklets: Sequence[Tracklet], volume: Volume, min_score: float = 0.0, *, name: str = "volume",
+    merged: Sequence[int] | None = None,
 ) -> list[Lesion]:
     """Tracklets ``[(z, ndarray([x1, y1, x2, y2, score])), ...]`` of ``volume`` -> lesions.
 
     Lesions scoring below ``min_score`` are dropped; the rest are numbered 1, 2, ... by score,
     highest first (ties: lower first slice, then smaller x1, y1). ``name`` is only for messages.
+    ``merged``: per tracklet, how many linked tracklets it holds (``Lesion.tracklets``; default 1).
     Raises ``ValueError`` naming ``name`` and the offending value for a slice outside the volume,
     a non-finite or inverted box, an empty tracklet or a non-orthonormal direction.
     """
     _direction_matrix(volume, name)
+    counts = [1] * len(tracklets) if merged is None else [int(c) for c in merged]
+    if len(counts) != len(tracklets) or any(c < 1 for c in counts):
+        raise ValueError(f"{name}: merged must give a count >= 1 for each of the {len(tracklets)} "
+                         f"tracklets, got {list(merged or [])}")
     kept = []
     for index, tracklet in enumerate(tracklets):
         boxes = _tracklet_boxes(tracklet, volume, name, index)
         score = max(b[5] for b in boxes)
         if score >= min_score:
-            kept.append((score, boxes))
+            kept.append((score, boxes, counts[index]))
     kept.sort(key=lambda sb: (-sb[0], sb[1][0][0], min(b[1] for b in sb[1]), min(b[2] for b in sb[1])))
-    return [_lesion(rank, boxes, volume) for rank, (_, boxes) in enumerate(kept, start=1)]
+    return [_lesion(rank, boxes, volume, count) for rank, (_, boxes, count) in enumerate(kept, start=1)]
 
 
 # --------------------------------------------------------------------------- JSON / CSV
@@ -261,6 +271,7 @@ def _lesion_json(lesion: Lesion) -> dict[str, Any]:
         "box_voxel": [_r(x1), _r(y1), int(z1), _r(x2), _r(y2), int(z2)],
         "box_mm": {"center": _rs(mm.center), "size": _rs(mm.size), "min": _rs(mm.min), "max": _rs(mm.max)},
         "long_axis_mm": _r(lesion.long_axis_mm),
+        "tracklets": lesion.tracklets,
         "boxes": [[int(z), *_rs((a, b, c, d)), _r(s, 6)] for z, a, b, c, d, s in lesion.boxes],
     }
 
@@ -287,6 +298,7 @@ def lesions_document(
             "box_voxel": "[x1, y1, z1, x2, y2, z2]: pixels x1..x2, y1..y2; slices z1..z2 inclusive",
             "box_mm": "center/min/max in LPS mm; size in mm along the image column, row, slice axes",
             "long_axis_mm": "longer side in mm of the peak slice's box",
+            "tracklets": "linked tracklets merged into this lesion (1: none besides its own)",
         },
         "lesions": [_lesion_json(lesion) for lesion in lesions],
     }

@@ -1,4 +1,5 @@
-"""Volume -> per-slice 2D detections (batched) -> 3D tracklets."""
+"""Volume -> per-slice 2D detections (batched) -> nested duplicates suppressed -> 3D tracklets
+-> tracklets of one lesion merged."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from uld.data.preprocess import prepare_stacks
 from uld.data.volume import Volume
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, Tracklet, link_by_iou
+from uld.infer.suppress import merge_tracklets, suppress_slices
 from uld.model.build import LesionDetector, build_detector
 
 
@@ -58,11 +60,25 @@ def link_slices(slices: list[SliceDetections], config: InferConfig) -> list[Trac
     return link_kalman(slices, config.kalman)
 
 
+def find_lesions(slices: list[SliceDetections], config: InferConfig) -> tuple[list[Tracklet], list[int]]:
+    """Per-slice detections -> one tracklet per lesion: containment suppression on each slice
+    (``infer.contain_thresh``), the linker (``infer.linker``), then 3D merging of tracklets
+    (``infer.merge_thresh``, ``infer.merge_gap``); see :mod:`uld.infer.suppress`.
+
+    Returns ``(tracklets, counts)``: per lesion, how many linked tracklets were merged into it
+    (1: none besides its own). With both thresholds at 1 this is :func:`link_slices` exactly.
+    """
+    slices = suppress_slices(slices, config.contain_thresh, config.contain_area_ratio)
+    return merge_tracklets(link_slices(slices, config), config.merge_thresh, config.merge_gap,
+                           config.contain_area_ratio)
+
+
 def predict_volume(
     model: nn.Module, volume: Volume, config: Config, device: torch.device | str = "cpu"
 ) -> list[Tracklet]:
-    """3D lesion candidates of one volume as tracklets ``[(z, [x1, y1, x2, y2, score]), ...]``."""
-    return link_slices(detect_slices(model, volume, config, device), config.infer)
+    """3D lesion candidates of one volume as tracklets ``[(z, [x1, y1, x2, y2, score]), ...]``
+    (:func:`detect_slices`, then :func:`find_lesions`)."""
+    return find_lesions(detect_slices(model, volume, config, device), config.infer)[0]
 
 
 def predict_volumes(

@@ -32,7 +32,7 @@ from uld.config import Config
 from uld.data.volume import Volume, read_scan
 from uld.eval.detections import DETECTIONS_FILENAME, read_gt, write_detections_json
 from uld.infer.export import lesions_from_tracklets, write_summary_csv, write_volume_outputs
-from uld.infer.predict import detect_slices, link_slices
+from uld.infer.predict import detect_slices, find_lesions
 
 
 @dataclass(frozen=True)
@@ -141,11 +141,12 @@ def predict_scans(
         bar.set_postfix_str(source.name)
         volume = source.load()
         start = time.perf_counter()
-        tracklets = link_slices(detect_slices(model, volume, config, device), config.infer)
+        tracklets, merged = find_lesions(detect_slices(model, volume, config, device), config.infer)
         seconds += time.perf_counter() - start
         slices += volume.shape[0]
         detections[source.name] = tracklets
-        lesions[source.name] = lesions_from_tracklets(tracklets, volume, min_score, name=source.name)
+        lesions[source.name] = lesions_from_tracklets(tracklets, volume, min_score, name=source.name,
+                                                      merged=merged)
         write_volume_outputs(source.name, volume, lesions[source.name], out, overlays=overlays,
                              max_overlays=max_overlays, source=source.origin)
     write_summary_csv(lesions, out / "lesions.csv")

@@ -1,8 +1,9 @@
 """Mining as a batch step, and the final teacher's mined lesions over a whole training set.
 
 ``mine_samples`` is what the training loop calls every step (and what ``harvest`` calls at the
-end of a run): teacher at ratio 1.0 -> GT NMS -> confidence filter -> optional 3D consistency
-filter, nothing mined on volumes whose labels are complete.
+end of a run): teacher at ratio 1.0 -> optional containment suppression
+(``mining.contain_thresh``) -> GT NMS -> confidence filter -> optional 3D consistency filter,
+nothing mined on volumes whose labels are complete.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from uld.config import MiningConfig
 from uld.data.preprocess import Frame
 from uld.data.samples import KeySliceDataset, Sample
+from uld.infer.suppress import contained_keep
 from uld.mining.diagnostics import MiningCounts, mining_counts
 from uld.mining.export import SliceBox
 from uld.mining.filter import gt_nms, mine, supported
@@ -37,9 +39,12 @@ def mine_samples(
     for sample, p in zip(batch, predictions):
         if sample.complete:
             mined.append((p["boxes"][:0], p["scores"][:0]))
-        else:
-            mined.append(mine(p["boxes"], p["scores"], sample.boxes.to(device), config.tau,
-                              config.gt_nms_iou))
+            continue
+        boxes, scores = p["boxes"], p["scores"]
+        if config.contain_thresh < 1.0:  # nested duplicates out first (uld.infer.suppress)
+            keep = contained_keep(boxes, scores, config.contain_thresh, config.contain_area_ratio)
+            boxes, scores = boxes[keep], scores[keep]
+        mined.append(mine(boxes, scores, sample.boxes.to(device), config.tau, config.gt_nms_iou))
     if not config.consistency_neighbours:
         return mined
     todo = [i for i, (boxes, _) in enumerate(mined) if len(boxes)]
