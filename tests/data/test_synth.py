@@ -359,3 +359,40 @@ def test_synth_command_passes_the_missingness_options(tmp_path):
                  "--size", "48", "--recist-choice", "random", "--quiet"]) == 0
     generator = json.loads((tmp_path / "dataset.json").read_text())["generator"]
     assert generator["recist_choice"] == "random" and generator["missing"] == "recist"
+
+
+def _lesion(volume, index, diameter):
+    return synth.Lesion(volume=volume, index=index, organ="liver", kind="cyst",
+                        diameter_mm=diameter, key_z=0, box3d=(0, 0, 0, 1, 1, 1), z=(0,),
+                        boxes_xyxy=((0.0, 0.0, 1.0, 1.0),), labeled=True)
+
+
+def test_sparsity_labels_drop_the_smaller_and_further_lesions_first_and_nest():
+    lesions = [_lesion("a", 0, 30.0), _lesion("a", 1, 20.0), _lesion("a", 2, 12.0),
+               _lesion("b", 0, 15.0), _lesion("b", 1, 25.0), _lesion("t", 0, 9.0)]
+    splits = {"a": "train", "b": "train", "t": "test"}
+    kept = {level: synth.sparsity_labels(lesions, splits, level, seed=0)
+            for level in (0.0, 0.3, 0.6, 0.8)}
+    assert kept[0.0].all()
+    # 5 train lesions: 0.6 leaves round(0.4 * 5) = 2 labels, the largest of each scan
+    assert kept[0.6].tolist() == [True, False, False, False, True, True]
+    assert kept[0.3].sum() == 1 + round(0.7 * 5)
+    assert kept[0.8].sum() == 1 + 1 and kept[0.8][5]  # the test lesion always keeps its label
+    for low, high in ((0.0, 0.3), (0.3, 0.6), (0.6, 0.8)):  # a higher level only removes labels
+        assert not (kept[high] & ~kept[low]).any()
+    with pytest.raises(ValueError, match="sparsity level 1.0"):
+        synth.sparsity_labels(lesions, splits, 1.0, seed=0)
+
+
+def test_sparsity_files_are_written_and_validated(tmp_path):
+    config = SynthConfig(n_train=4, n_val=1, n_test=1, size=64, seed=3, sparsity_levels=[0.0, 0.5])
+    write_synthetic_dataset(tmp_path, config, progress=False)
+    lesions = _rows(tmp_path / "lesions.csv")
+    train = {r["volume"] for r in _rows(tmp_path / "splits.csv") if r["split"] == "train"}
+    n_train = sum(r["volume"] in train for r in lesions)
+    for level, name in ((0.0, "annotations_unlabeled00.csv"), (0.5, "annotations_unlabeled50.csv")):
+        rows = _rows(tmp_path / name)
+        assert sum(r["volume"] in train for r in rows) == round((1 - level) * n_train)
+        assert sum(r["volume"] not in train for r in rows) == len(lesions) - n_train
+    with pytest.raises(ValueError, match=r"sparsity_levels .*1\.2 is not an unlabeled share"):
+        SynthConfig(sparsity_levels=(0.3, 1.2))

@@ -70,6 +70,7 @@ from tqdm import tqdm
 from uld.atomic import write_text
 from uld.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, write_csv
 from uld.data.volume import Volume, write_volume
+from uld.outdir import staged_folder
 
 __all__ = [
     "ANNOTATION_COLUMNS",
@@ -87,6 +88,8 @@ __all__ = [
     "random_labels",
     "recist_labels",
     "size_band",
+    "sparsity_file",
+    "sparsity_labels",
     "split_of",
     "summarize",
     "volume_name",
@@ -243,9 +246,14 @@ class SynthConfig:
     The default 2 lets a random-init detector find lesions within a few minutes of CPU time
     (at 1, a demo-sized run had learned nothing after 600 steps)."""
 
+    sparsity_levels: tuple[float, ...] = ()
+    """Shares of train lesions left unlabeled for the sparsity sweep: one
+    ``annotations_unlabeledNN.csv`` per level (:func:`sparsity_labels`), each in [0, 1)."""
+
     def __post_init__(self) -> None:
         for name in ("pixel_spacing_mm", "slice_spacings_mm", "slice_spacing_weights", "depth",
-                     "lesions_per_volume", "diameter_mm", "noise_sd_hu", "blur_sigma_px"):
+                     "lesions_per_volume", "diameter_mm", "noise_sd_hu", "blur_sigma_px",
+                     "sparsity_levels"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -261,6 +269,11 @@ class SynthConfig:
                       "(5-digit names)")
         if self.size < 32:
             raise bad("size", "must be >= 32 pixels")
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if any(isinstance(v, float) and not np.isfinite(v)
+                   for v in (value if isinstance(value, tuple) else (value,))):
+                raise bad(item.name, "must be finite")
         if not self.lesion_contrast > 0:
             raise bad("lesion_contrast", "must be positive")
         if self.missing not in ("recist", "random"):
@@ -299,6 +312,9 @@ class SynthConfig:
                 raise bad(name, "must lie in [0, 1]")
         if self.min_cross_section_px < 1:
             raise bad("min_cross_section_px", "must be >= 1")
+        for level in self.sparsity_levels:
+            if not 0.0 <= level < 1.0:
+                raise bad("sparsity_levels", f"{level} is not an unlabeled share in [0, 1)")
 
     @property
     def n_volumes(self) -> int:
@@ -436,6 +452,41 @@ def largest_first_labels(lesions: Sequence[Lesion], splits: Mapping[str, str],
                                     config.recist_min_diameter_mm, config.recist_max_per_organ,
                                     config.recist_max_per_volume)
     return kept
+
+
+def sparsity_labels(lesions: Sequence[Lesion], splits: Mapping[str, str], unlabeled: float,
+                    seed: int) -> np.ndarray:
+    """Labels of the sparsity sweep: ``unlabeled`` (in [0, 1)) of the train lesions left
+    without a label, the rest chosen RECIST-style.
+
+    Every train lesion gets its rank in its volume, largest first (0 = the largest). Labels go
+    to all rank-0 lesions first, then all rank-1 lesions, and so on (ties within a rank broken
+    at random by ``seed``) until ``round((1 - unlabeled) * n_train_lesions)`` are labeled, so a
+    higher level only ever removes labels, the smallest and the further lesions of a scan
+    first, as a radiologist who measures fewer targets would. 0 is the oracle's labels;
+    val/test/negatives lesions stay labeled. Returns ``kept (ndarray[N], bool)``.
+    """
+    if not 0.0 <= unlabeled < 1.0:
+        raise ValueError(f"sparsity level {unlabeled}: the unlabeled share must lie in [0, 1)")
+    train = np.array([splits[les.volume] == "train" for les in lesions], dtype=bool)
+    rank = np.zeros(len(lesions), dtype=int)
+    by_volume: dict[str, list[int]] = {}
+    for i in np.flatnonzero(train):
+        by_volume.setdefault(lesions[i].volume, []).append(int(i))
+    for index in by_volume.values():
+        order = sorted(index, key=lambda i: (-lesions[i].diameter_mm, i))
+        rank[order] = np.arange(len(order))
+    tiebreak = np.random.default_rng([seed, 0x5350]).random(len(lesions))
+    candidates = np.flatnonzero(train)
+    ranked = candidates[np.lexsort((tiebreak[candidates], rank[candidates]))]
+    kept = ~train
+    kept[ranked[: round((1.0 - unlabeled) * len(candidates))]] = True
+    return kept
+
+
+def sparsity_file(unlabeled: float) -> str:
+    """Annotation file of one sweep level: ``annotations_unlabeled55.csv`` for 0.55."""
+    return f"annotations_unlabeled{round(100 * unlabeled):02d}.csv"
 
 
 def random_labels(n: int, missing_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -1354,7 +1405,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = None,
-                            progress: bool = True) -> dict[str, Any]:
+                            progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Generate every volume of ``config`` into ``out_dir`` (generic dataset format v1).
 
     Writes ``volumes/<name>.nii.gz``, ``splits.csv``, ``annotations.csv`` (what a user has: the
@@ -1362,15 +1413,34 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     ``key`` on its key slice), ``annotations_random.csv`` (the same number of train labels as
     ``annotations.csv``, dropped at random: the control for the missingness model),
     ``annotations_largest.csv`` (RECIST-style selection, largest first, with the config's
-    limits: the other control),
+    limits: the other control), one ``annotations_unlabeledNN.csv`` per sparsity level,
     ``lesions.csv`` (per-lesion truth) and, last, ``dataset.json``;
-    an existing ``dataset.json`` is removed first, so an interrupted run never looks complete.
-    Stale ``synth_NNNNN.nii.gz`` files not in this dataset are deleted. Returns the summary.
+    Everything is written into a temporary sibling that replaces ``out_dir`` only once complete
+    (:func:`uld.outdir.staged_folder`): a failed or interrupted run leaves ``out_dir`` as it was.
+    A non-empty ``out_dir`` is replaced only if it is an unfinished synthetic dataset or
+    ``overwrite`` is given; otherwise ``FileExistsError`` and nothing is touched.
+    Returns the summary.
     """
     config = SynthConfig() if config is None else config
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").unlink(missing_ok=True)
+    with staged_folder(out_dir, overwrite, _unfinished_synth, "uld synth") as out:
+        return _write_dataset(out, config, progress)
+
+
+def _unfinished_synth(folder: Path) -> bool:
+    """``folder`` holds only what this writer writes, without the ``dataset.json`` that marks
+    a finished dataset (what an interrupted run of an older ``uld`` left)."""
+    if (folder / "dataset.json").exists():
+        return False
+    for path in folder.iterdir():
+        if path.name == "volumes" and path.is_dir():
+            if not all(_VOLUME_FILE.match(p.name) or p.name.startswith(".") for p in path.iterdir()):
+                return False
+        elif not re.match(r"^(splits|lesions|annotations\w*)\.csv$|^\.", path.name):
+            return False
+    return True
+
+
+def _write_dataset(out: Path, config: SynthConfig, progress: bool) -> dict[str, Any]:
     volumes_dir = out / "volumes"
     volumes_dir.mkdir(exist_ok=True)
     splits: dict[str, str] = {}
@@ -1404,6 +1474,11 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     write_csv(out / "annotations_random.csv", ANNOTATION_COLUMNS, matched)
     write_csv(out / "annotations_largest.csv", ANNOTATION_COLUMNS, largest)
     write_csv(out / "lesions.csv", LESION_COLUMNS, table)
+    for level in config.sparsity_levels:
+        kept = sparsity_labels(all_lesions, splits, level, config.seed)
+        write_csv(out / sparsity_file(level), ANNOTATION_COLUMNS,
+                  [(les.volume, les.key_z, *les.key_box_xyxy, 1, les.index)
+                   for les, k in zip(all_lesions, kept) if k])
     for path in volumes_dir.iterdir():
         if _VOLUME_FILE.match(path.name) and path.name[: -len(".nii.gz")] not in splits:
             path.unlink()

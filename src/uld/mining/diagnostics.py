@@ -55,3 +55,64 @@ def mining_counts(
         missing=int(missing.shape[0]),
         found=int(_hits(missing, mined, iou).sum()),
     )
+
+
+@dataclass(frozen=True)
+class ScoreProfile:
+    """How confident a teacher is on the lesions and background of some training slices.
+
+    labeled / unlabeled (FloatTensor[N]): for each true lesion on the slices, with or without
+    a known box there, the best score of the teacher's boxes with IoU >= 0.5 (0 when none).
+    background (FloatTensor[M]): scores of the teacher's boxes that overlap no true lesion
+    (IoU < 0.1 with every one). slices: how many slices were scored.
+    """
+
+    labeled: torch.Tensor
+    unlabeled: torch.Tensor
+    background: torch.Tensor
+    slices: int
+
+    def scalars(self, tau: float) -> dict[str, float]:
+        """Means, shares at or above ``tau`` and background boxes at or above ``tau`` per slice."""
+
+        def share(x: torch.Tensor) -> float:
+            return float((x >= tau).float().mean()) if x.numel() else float("nan")
+
+        def mean(x: torch.Tensor) -> float:
+            return float(x.mean()) if x.numel() else float("nan")
+
+        return {
+            "scores/labeled_mean": mean(self.labeled),
+            "scores/unlabeled_mean": mean(self.unlabeled),
+            "scores/labeled_at_tau": share(self.labeled),
+            "scores/unlabeled_at_tau": share(self.unlabeled),
+            "scores/background_at_tau_per_slice":
+                float((self.background >= tau).sum()) / max(self.slices, 1),
+            "scores/background_top_mean": mean(self.background.topk(
+                min(self.slices, self.background.numel())).values),
+        }
+
+
+def score_profile(
+    boxes: list[torch.Tensor], scores: list[torch.Tensor], known: list[torch.Tensor],
+    truth: list[torch.Tensor],
+) -> ScoreProfile:
+    """:class:`ScoreProfile` of per-slice teacher predictions (``boxes[i]`` FloatTensor[K, 4],
+    ``scores[i]`` FloatTensor[K]) against the known and the true boxes of each slice (all in
+    the same pixel frame, on the CPU)."""
+    labeled, unlabeled, background = [], [], []
+    for b, s, k, t in zip(boxes, scores, known, truth):
+        if t.numel() == 0:
+            background.append(s)
+            continue
+        iou = box_iou(t, b) if b.numel() else torch.zeros((t.shape[0], 0))
+        best = torch.where(iou >= 0.5, s[None, :], 0.0).amax(dim=1) if b.numel() \
+            else torch.zeros(t.shape[0])
+        is_known = _hits(t, k, 0.99)
+        labeled.append(best[is_known])
+        unlabeled.append(best[~is_known])
+        background.append(s[iou.amax(dim=0) < 0.1] if b.numel() else s)
+    empty = torch.zeros(0)
+    return ScoreProfile(torch.cat(labeled) if labeled else empty,
+                        torch.cat(unlabeled) if unlabeled else empty,
+                        torch.cat(background) if background else empty, len(boxes))

@@ -19,7 +19,7 @@ from uld.config import MiningConfig
 from uld.data.preprocess import Frame
 from uld.data.samples import KeySliceDataset, Sample
 from uld.infer.suppress import contained_keep
-from uld.mining.diagnostics import MiningCounts, mining_counts
+from uld.mining.diagnostics import MiningCounts, ScoreProfile, mining_counts, score_profile
 from uld.mining.export import SliceBox
 from uld.mining.filter import gt_nms, mine, supported
 
@@ -130,3 +130,34 @@ def harvest(
             if len(boxes):
                 found.append(MinedSlice(index, sample.volume, sample.z, sample.frame, boxes, scores))
     return found, counts
+
+
+PROFILE_SLICES = 64
+"""Training slices scored by :func:`profile_teacher` (a fixed, evenly spaced subset)."""
+
+
+@torch.no_grad()
+def profile_teacher(
+    teacher: torch.nn.Module, dataset: KeySliceDataset, device: torch.device | str = "cpu",
+    batch_size: int = 16, n_slices: int = PROFILE_SLICES,
+) -> ScoreProfile | None:
+    """The teacher's :class:`ScoreProfile` on up to ``n_slices`` evenly spaced training slices
+    of ``dataset`` whose labels are partial (None without complete labels to compare with)."""
+    if dataset.truth is None or len(dataset) == 0:
+        return None
+    indices = np.unique(np.linspace(0, len(dataset) - 1, min(n_slices, len(dataset))).astype(int))
+    was_training = teacher.training
+    teacher.eval()
+    boxes, scores, known, truth = [], [], [], []
+    for start in range(0, len(indices), batch_size):
+        batch = [dataset[int(i)] for i in indices[start:start + batch_size]]
+        batch = [s for s in batch if not s.complete and s.truth is not None]
+        if not batch:
+            continue
+        for sample, p in zip(batch, teacher([s.image.to(device) for s in batch])):
+            boxes.append(p["boxes"].cpu())
+            scores.append(p["scores"].cpu())
+            known.append(sample.boxes)
+            truth.append(sample.truth)
+    teacher.train(was_training)
+    return score_profile(boxes, scores, known, truth)

@@ -1,0 +1,53 @@
+"""Paired differences over seeds and the bootstrap over test volumes (uld.experiment.stats)."""
+
+import math
+
+import pytest
+
+from uld.experiment.stats import bootstrap_volumes, closed_share, paired_by_seed, paired_difference, resampled
+
+
+def test_paired_difference_t_interval_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653: half-width 4.302653 / sqrt(3)
+    d = paired_difference([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert d.n == 3 and d.mean == 2.0
+    assert math.isclose(d.low, 2 - half) and math.isclose(d.high, 2 + half)
+    assert not d.excludes_zero  # 2 - 2.48 < 0
+    assert d.text() == "+2.0 [-0.5, +4.5]"
+
+
+def test_pairing_is_what_removes_the_seed_noise():
+    # a and b move together across seeds (seed noise) but a is always 1 ahead
+    a, b = [50.0, 40.0, 60.0, 45.0, 55.0], [49.0, 39.2, 58.9, 44.1, 53.8]
+    d = paired_difference(a, b)
+    assert d.excludes_zero and d.low > 0.5
+
+
+def test_single_seed_and_bad_input():
+    d = paired_difference([3.0], [1.0])
+    assert d.mean == 2.0 and math.isnan(d.low) and not d.excludes_zero
+    assert d.text() == "+2.0 (1 seed, no interval)"
+    with pytest.raises(ValueError, match="equal non-empty"):
+        paired_difference([1.0], [1.0, 2.0])
+    assert paired_by_seed({0: 5.0, 1: 6.0, 7: 1.0}, {1: 4.0, 0: 4.0}).mean == 1.5
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_by_seed({0: 1.0}, {1: 1.0})
+
+
+def test_bootstrap_over_volumes_and_resampled_keys():
+    values = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+
+    def mean_of(names):
+        return sum(values[n] for n in names) / len(names)
+
+    interval = bootstrap_volumes(list(values), mean_of, n_resamples=500, seed=1)
+    assert interval.mean == 2.5 and 1.0 <= interval.low < 2.5 < interval.high <= 4.0
+    assert bootstrap_volumes(list(values), mean_of, 500, seed=1) == interval  # reproducible
+    assert resampled({"a": [1], "b": [2]}, ["a", "a", "c"]) == {"a#0": [1], "a#1": [1], "c#0": []}
+
+
+def test_closed_share():
+    gap = paired_difference([10.0, 12.0], [4.0, 4.0])
+    assert closed_share(gap, paired_difference([7.0, 8.0], [4.0, 4.0])) == pytest.approx(3.5 / 7)
+    assert closed_share(paired_difference([1.0], [2.0]), gap) is None
