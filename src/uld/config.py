@@ -439,4 +439,6 @@ def override(config: Config, *texts: str) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    from uld.atomic import write_text
+
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))  # never half a file

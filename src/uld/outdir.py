@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from uld.atomic import write_error
+
 UNFINISHED = ".uld-unfinished"
 """Present in a dataset folder while a command is still writing it."""
 
@@ -72,14 +74,11 @@ def staged_folder(out: str | Path, overwrite: bool, own: Callable[[Path], bool],
     out = Path(os.path.abspath(out))
     check_replaceable(out, overwrite, own, command)
     stage = partial_sibling(out)
+    make_stage(stage, out)
     try:
-        if stage.exists():
-            shutil.rmtree(stage)  # left by a killed run of this command
-        stage.mkdir(parents=True)
         (stage / UNFINISHED).write_text(f"{command} is writing this folder; it is not complete\n")
     except OSError as exc:
-        from uld.atomic import write_error
-
+        shutil.rmtree(stage, ignore_errors=True)
         raise write_error(exc, out) from None
     try:
         yield stage
@@ -88,6 +87,17 @@ def staged_folder(out: str | Path, overwrite: bool, own: Callable[[Path], bool],
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def make_stage(stage: Path, out: Path) -> None:
+    """Create the empty folder ``stage`` (removing one a killed run left); a read-only or full
+    file system is one line naming ``out``."""
+    try:
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
+    except OSError as exc:
+        raise write_error(exc, out) from None
 
 
 def _swap(stage: Path, out: Path) -> None:

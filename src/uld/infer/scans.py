@@ -35,7 +35,7 @@ from uld.data.volume import Volume, read_scan
 from uld.eval.detections import DETECTIONS_FILENAME, read_gt, write_detections_json
 from uld.infer.export import lesions_from_tracklets, write_summary_csv, write_volume_outputs
 from uld.infer.predict import detect_slices, find_lesions
-from uld.outdir import check_out_folder, merge_into, partial_sibling
+from uld.outdir import check_out_folder, make_stage, merge_into, partial_sibling
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,8 @@ def predict_scans(
     out = Path(out_dir)
     check_out_folder(out)
     stage = partial_sibling(out)
+    make_stage(stage, out)
     try:
-        shutil.rmtree(stage, ignore_errors=True)  # left by a killed run
         summary = _predict_into(model, config, sources, stage, device, min_score, overlays,
                                 max_overlays, progress)
         stale = [f"{folder}/{glob.escape(s.name)}.lesion-*{suffix}"

@@ -7,6 +7,7 @@ one of them becomes ``"PATH: not a readable uld checkpoint (...)"``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ def load_torch_file(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says more
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign or damaged file: say which
         kind = exc.__class__.__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
