@@ -41,7 +41,8 @@ def write_error(exc: OSError, path: str | Path) -> OSError:
     (the temporary file's name, which the OS quotes, means nothing to a user)."""
     reasons = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "permission denied", errno.ENOTDIR: "a parent is a file, not a folder"}
+               errno.EPERM: "permission denied", errno.ENOTDIR: "a parent is a file, not a folder",
+               errno.EISDIR: "a folder is in the way of the file"}
     reason = reasons.get(exc.errno or 0)
     if reason is None:
         return exc
