@@ -177,8 +177,9 @@ def test_find_lesions_off_equals_the_linker_alone():
         xy = rng.uniform(0, 80, (6, 2))
         wh = rng.uniform(4, 30, (6, 2))
         slices.append(SliceDetections(z, np.hstack([xy, xy + wh]), rng.uniform(0.05, 1, 6)))
-    tracklets, counts = find_lesions(slices, Config().infer)
-    expected = link_kalman(slices, Config().infer.kalman)
+    off = replace(Config().infer, contain_thresh=1.0, merge_thresh=1.0)
+    tracklets, counts = find_lesions(slices, off)
+    expected = link_kalman(slices, off.kalman)
     assert counts == [1] * len(expected)
     assert [[(z, b.tolist()) for z, b in t] for t in tracklets] == \
         [[(z, b.tolist()) for z, b in t] for t in expected]
@@ -234,6 +235,9 @@ def _predict(tmp_path, infer):
 
 def test_uld_predict_lists_each_nested_lesion_once(tmp_path):
     infer = Config().infer
+    by_default = _predict(tmp_path / "default", infer)
+    listed = [(lesion["slice_range"], lesion["tracklets"]) for lesion in by_default]
+    assert listed == [([2, 9], 3), ([3, 8], 1)]  # the defaults merge the nested tracklets
     before = _predict(tmp_path / "off", replace(infer, contain_thresh=1.0, merge_thresh=1.0))
     assert len(before) == 4 and all(lesion["tracklets"] == 1 for lesion in before)
     after = _predict(tmp_path / "on", replace(infer, contain_thresh=0.5, merge_thresh=0.5,
