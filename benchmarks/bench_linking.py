@@ -1,7 +1,10 @@
-"""Compare the overlap linker and the Kalman linker on a trained model's real detections.
+"""Compare the overlap linker and the Kalman linker on a trained model's real detections, and
+measure the duplicate suppression of issue 16 (:mod:`uld.infer.suppress`) before and after.
 
     python benchmarks/bench_linking.py [--run runs/demo/baseline] [--data runs/demo/data]
         [--split test] [--cache runs/bench_linking] [--tune] [--redetect]
+        [--suppress [--contain T --area-ratio R --merge T --merge-gap G] [--bootstrap N]]
+        [--tune-suppress]
 
 Detects once per volume of the split (model ``--run``, its ``best.pt``; CPU, one torch thread)
 and caches the per-slice detections in ``<cache>/detections_<split>.npz`` (reused while the
@@ -18,6 +21,15 @@ lesion, tracklets, tracklets mixing two lesions (:mod:`uld.infer.linking_quality
 ``--tune`` instead runs a small grid of Kalman parameters around the defaults (only on
 ``--split val``; the test split is refused) and prints one line per setting. Not part of the
 test suite. ``docs/linking.md`` reports the figures.
+
+``--suppress`` instead compares the run's linker without suppression ("before": contain and
+merge thresholds at 1) and with it ("after": ``--contain``, ``--area-ratio``, ``--merge``,
+``--merge-gap``, by default the run's ``infer.*`` values), both through
+:func:`uld.infer.predict.find_lesions` as ``uld predict`` runs it, and adds the lesions written
+per volume (tracklets scoring >= ``--min-score``, 0.5 as ``uld predict``) and a paired bootstrap
+over volumes (``--bootstrap`` resamples, 1000; the same resampled volumes for both) giving the
+95 % interval of each after - before difference. ``--tune-suppress`` runs the grid of those four
+settings (validation split only).
 """
 
 from __future__ import annotations
@@ -32,11 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
+from uld.config import InferConfig
 from uld.eval.detections import GroundTruth, read_gt
-from uld.eval.p3d import evaluate_p3d
+from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.kalman import KalmanLinkerParams, link_kalman
 from uld.infer.link import SliceDetections, Tracklet, link_by_iou
-from uld.infer.linking_quality import LesionTruth, linking_quality, read_lesion_truth
+from uld.infer.linking_quality import LesionTruth, LinkingQuality, linking_quality, read_lesion_truth
+from uld.infer.predict import find_lesions
 
 Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]
 VolumeDetections = dict[str, list[SliceDetections]]
@@ -133,6 +147,12 @@ def measure(
     quality = linking_quality(truth, linked)
     key = evaluate_p3d(gt_key, linked)
     full = evaluate_p3d(gt_full, linked)
+    return {**_scores(quality, key, full, linked), "ms_per_volume": 1000 * best / max(len(dets), 1)}
+
+
+def _scores(quality: LinkingQuality, key: P3DResult, full: P3DResult,
+            linked: Mapping[str, Sequence[Tracklet]], min_score: float = 0.5) -> dict[str, float]:
+    written = [sum(max(b[4] for _, b in t) >= min_score for t in tracklets) for tracklets in linked.values()]
     return {
         "purity": quality.purity,
         "purity_boxes": quality.purity_boxes,
@@ -140,7 +160,7 @@ def measure(
         "fragments": quality.fragments,
         "tracklets": quality.n_tracklets,
         "mixed": quality.n_mixed_tracklets,
-        "ms_per_volume": 1000 * best / max(len(dets), 1),
+        "lesions_per_volume": float(np.mean(written)) if written else 0.0,
         "avg": 100 * key.avg,
         "ap": 100 * key.ap,
         "avg_full": 100 * full.avg,
@@ -149,7 +169,8 @@ def measure(
 
 
 _FORMATS = {"purity": ".3f", "purity_boxes": ".3f", "completeness": ".3f", "fragments": ".3f",
-            "tracklets": ".0f", "mixed": ".0f", "ms_per_volume": ".1f", "avg": ".2f", "ap": ".2f",
+            "tracklets": ".0f", "mixed": ".0f", "lesions_per_volume": ".2f", "ms_per_volume": ".1f",
+            "avg": ".2f", "ap": ".2f",
             "avg_full": ".2f", "ap_full": ".2f"}
 
 
@@ -159,6 +180,19 @@ def _row(label: str, m: Mapping[str, float]) -> str:
 
 def _header(first: str) -> str:
     return f"| {first} | " + " | ".join(_FORMATS) + " |\n|" + "---|" * (len(_FORMATS) + 1)
+
+
+_SUPPRESS_FORMATS = {k: _FORMATS[k] for k in (
+    "purity", "completeness", "fragments", "tracklets", "mixed", "lesions_per_volume", "ms_per_volume",
+    "avg", "ap", "avg_full", "ap_full")}
+
+
+def _row_s(label: str, m: Mapping[str, float]) -> str:
+    return f"| {label} | " + " | ".join(format(m[c], f) for c, f in _SUPPRESS_FORMATS.items()) + " |"
+
+
+def _header_s(first: str) -> str:
+    return f"| {first} | " + " | ".join(_SUPPRESS_FORMATS) + " |\n|" + "---|" * (len(_SUPPRESS_FORMATS) + 1)
 
 
 def tune_grid() -> list[dict[str, float]]:
@@ -181,6 +215,102 @@ def tune_grid() -> list[dict[str, float]]:
     return grid
 
 
+SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_gap")
+_OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0}
+
+
+def _suppressed(dets: VolumeDetections, infer: InferConfig) -> dict[str, list[Tracklet]]:
+    return {name: find_lesions(slices, infer)[0] for name, slices in dets.items()}
+
+
+def evaluate_linked(
+    linked: Mapping[str, Sequence[Tracklet]], truth: Mapping[str, LesionTruth],
+    gt_key: GroundTruth, gt_full: GroundTruth, min_score: float = 0.5,
+) -> dict[str, float]:
+    """Quality, lesions written per volume (score >= ``min_score``) and P3D of linked tracklets."""
+    return _scores(linking_quality(truth, linked), evaluate_p3d(gt_key, linked),
+                   evaluate_p3d(gt_full, linked), linked, min_score)
+
+
+def _resample(mapping: Mapping[str, object], names: Sequence[str]) -> dict[str, object]:
+    return {f"{name}#{k}": mapping.get(name, []) for k, name in enumerate(names)}
+
+
+BOOTSTRAP_KEYS = ("fragments", "purity", "completeness", "lesions_per_volume", "avg", "ap")
+
+
+def paired_bootstrap(
+    before: Mapping[str, Sequence[Tracklet]], after: Mapping[str, Sequence[Tracklet]],
+    truth: Mapping[str, LesionTruth], gt_key: GroundTruth, gt_full: GroundTruth,
+    n: int = 1000, seed: int = 0, min_score: float = 0.5,
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of ``after - before`` for :data:`BOOTSTRAP_KEYS`: both are
+    evaluated (with the unchanged P3D evaluator) on the same ``n`` resamples of the volumes,
+    drawn with replacement (a volume drawn twice counts twice)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(truth)
+    diffs: dict[str, list[float]] = {k: [] for k in BOOTSTRAP_KEYS}
+    for _ in range(n):
+        pick = [names[i] for i in rng.integers(0, len(names), len(names))]
+        t, gk, gf = _resample(truth, pick), _resample(gt_key, pick), _resample(gt_full, pick)
+        b = evaluate_linked(_resample(before, pick), t, gk, gf, min_score)
+        a = evaluate_linked(_resample(after, pick), t, gk, gf, min_score)
+        for k in BOOTSTRAP_KEYS:
+            diffs[k].append(a[k] - b[k])
+    return {k: (float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))) for k, v in diffs.items()}
+
+
+def suppress_grid() -> list[dict[str, float]]:
+    """The settings ``--tune-suppress`` tries: containment alone, merging alone, then both."""
+    grid: list[dict[str, float]] = [dict(_OFF)]
+    for contain, ratio in itertools.product((0.9, 0.8, 0.7, 0.6, 0.5, 0.4), (0.0, 0.1, 0.2)):
+        grid.append({"contain_thresh": contain, "contain_area_ratio": ratio, "merge_thresh": 1.0})
+    for merge, gap, ratio in itertools.product((0.8, 0.6, 0.5, 0.4, 0.3), (0, 1, 2), (0.0, 0.1)):
+        grid.append({"contain_thresh": 1.0, "contain_area_ratio": ratio, "merge_thresh": merge,
+                     "merge_gap": gap})
+    for contain, merge, gap, ratio in itertools.product((0.7, 0.6, 0.5), (0.6, 0.5, 0.4, 0.3), (1, 2),
+                                                        (0.0, 0.1)):
+        grid.append({"contain_thresh": contain, "contain_area_ratio": ratio, "merge_thresh": merge,
+                     "merge_gap": gap})
+    return grid
+
+
+def _label(infer: InferConfig) -> str:
+    return ", ".join(f"{k}={getattr(infer, k)}" for k in SUPPRESS_KEYS)
+
+
+def compare_suppression(
+    dets: VolumeDetections, truth: Mapping[str, LesionTruth], gt_key: GroundTruth, gt_full: GroundTruth,
+    infer: InferConfig, after: InferConfig, tune: bool, n_bootstrap: int, min_score: float,
+) -> None:
+    """Print the before/after table and the paired bootstrap (or, with ``tune``, the grid)."""
+
+    def run(setting: InferConfig) -> tuple[dict[str, list[Tracklet]], dict[str, float]]:
+        t0 = time.perf_counter()
+        linked = _suppressed(dets, setting)
+        ms = 1000 * (time.perf_counter() - t0) / max(len(dets), 1)
+        return linked, {**evaluate_linked(linked, truth, gt_key, gt_full, min_score), "ms_per_volume": ms}
+
+    before_cfg = replace(infer, **_OFF)
+    before, base = run(before_cfg)
+    print(_header_s("setting"))
+    print(_row_s(f"before: {_label(before_cfg)}", base))
+    if tune:
+        for change in suppress_grid()[1:]:
+            setting = replace(infer, **change)
+            print(_row_s(_label(setting), run(setting)[1]), flush=True)
+        return
+    linked, res = run(after)
+    print(_row_s(f"after: {_label(after)}", res))
+    ci = paired_bootstrap(before, linked, truth, gt_key, gt_full, n_bootstrap, min_score=min_score)
+    print(f"\npaired bootstrap over {len(truth)} volumes ({n_bootstrap} resamples): after - before, "
+          "95 % interval")
+    print("| measure | before | after | difference | 95 % CI |\n|---|---|---|---|---|")
+    for k in BOOTSTRAP_KEYS:
+        f, (lo, hi) = _FORMATS[k], ci[k]
+        print(f"| {k} | {base[k]:{f}} | {res[k]:{f}} | {res[k] - base[k]:+{f}} | {lo:+{f}} .. {hi:+{f}} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo/baseline"))
@@ -190,8 +320,17 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="grid of Kalman parameters (val split)")
     parser.add_argument("--redetect", action="store_true",
                         help="run the model again even if cached detections exist (after a code change)")
+    parser.add_argument("--suppress", action="store_true",
+                        help="before/after duplicate suppression with a paired bootstrap")
+    parser.add_argument("--tune-suppress", action="store_true", help="grid of suppression settings (val)")
+    parser.add_argument("--contain", type=float, help="infer.contain_thresh of 'after' (default: the run's)")
+    parser.add_argument("--area-ratio", type=float, help="infer.contain_area_ratio of 'after'")
+    parser.add_argument("--merge", type=float, help="infer.merge_thresh of 'after'")
+    parser.add_argument("--merge-gap", type=int, help="infer.merge_gap of 'after'")
+    parser.add_argument("--min-score", type=float, default=0.5, help="lesions written: score >= this")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     args = parser.parse_args()
-    if args.tune and args.split == "test":
+    if (args.tune or args.tune_suppress) and args.split == "test":
         parser.error("--tune selects parameters: run it on --split val, not on the test split")
 
     dets = detections_for(args.run, args.data, args.split, args.cache, args.redetect)
@@ -215,6 +354,13 @@ def main() -> None:
 
         saved = yaml.safe_load((args.run / "config.yaml").read_text())
         infer = config_from_dict(upgrade_saved_config(saved)).infer
+    if args.tune_suppress or args.suppress:
+        given = (("contain_thresh", args.contain), ("contain_area_ratio", args.area_ratio),
+                 ("merge_thresh", args.merge), ("merge_gap", args.merge_gap))
+        after = replace(infer, **{k: v for k, v in given if v is not None})
+        compare_suppression(dets, truth, gt_key, gt_full, infer, after, args.tune_suppress,
+                            args.bootstrap, args.min_score)
+        return
     default = infer.kalman  # as uld.infer.predict links
     overlap = infer.overlap
     if args.tune:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ def _synth(args: argparse.Namespace) -> None:
         missing=args.missing, missing_rate=args.missing_rate, recist_choice=args.recist_choice,
         lesion_contrast=args.lesion_contrast,
     )
-    summary = write_synthetic_dataset(args.out, config, progress=not args.quiet)
+    summary = write_synthetic_dataset(args.out, config, progress=not args.quiet, overwrite=args.overwrite)
     print(format_summary(summary))
     print(f"dataset written to {args.out}")
 
@@ -96,7 +97,7 @@ def _convert(args: argparse.Namespace) -> None:
     harvester = Path(args.harvester) if args.harvester else root / "lesion_harvester"
     summary = convert_deeplesion(
         root, args.out, harvester, on_error=args.on_bad_input, progress=not args.quiet,
-        dl_info_path=args.dl_info, negatives=args.negatives,
+        dl_info_path=args.dl_info, negatives=args.negatives, overwrite=args.overwrite,
     )
     volumes, boxes = summary["volumes"], summary["boxes"]
     print("  ".join(f"{s}: {volumes[s]} volumes, {boxes[s]} boxes" for s in ("train", "val", "test")))
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="slice width and height in pixels")
     p.add_argument("--lesion-contrast", type=float, default=2.0,
                    help="multiplies lesion-to-tissue contrast (1 = each kind's HU; default 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (only once the new dataset is complete)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_synth)
 
@@ -250,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the 744 hard-negative sub-volumes: listed apart (default), in train, or left out")
     p.add_argument("--on-bad-input", choices=["stop", "skip"], default="stop",
                    help="a bad row or file stops the conversion (default) or is skipped and reported")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (only once the conversion is complete)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_convert)
 
@@ -305,15 +310,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done; 2 bad input, bad settings, a NaN in training or a
+    failed write (one line naming the file, row or value); 130 interrupted (Ctrl-C; training
+    saves ``last.pt`` first and says how to resume); 1 an unexpected error (one line; ``--debug``
+    shows the traceback)."""
+    from uld.outdir import check_out_folder
+    from uld.train.guard import TrainingInterrupted
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None):
+            check_out_folder(Path(args.out))
         args.run(args)
-    except (ValueError, OSError) as exc:  # bad input: one line naming file, row or value
+    except TrainingInterrupted as exc:
+        print(f"uld: {exc.line(argv)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"uld: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ArithmeticError) as exc:  # bad input: one line naming file, row or value
         if args.debug:
             raise
-        print(f"uld: error: {exc}", file=sys.stderr)
+        print(f"uld: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except RecursionError:
+        if args.debug:
+            raise
+        print("uld: error: an input file is nested too deeply to be read", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the last line of defence: never a bare traceback
+        if args.debug:
+            raise
+        print(f"uld: error: unexpected {exc.__class__.__name__}: {_one_line(exc)} "
+              "(uld --debug ... shows the traceback; please report it)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or exc.__class__.__name__
+
+
+def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """For ``uld train`` with a checkpoint on disk: how to go on."""
+    if args.command != "train" or not (Path(args.out) / "last.pt").is_file():
+        return ""
+    again = " ".join(shlex.quote(a) for a in argv if a != "--resume")
+    return f"; {Path(args.out) / 'last.pt'} holds the last checkpoint; resume with: uld {again} --resume"
 
 
 if __name__ == "__main__":

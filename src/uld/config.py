@@ -10,6 +10,8 @@ config is written into every run folder and every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
+from uld.config_ranges import range_problem
 from uld.infer.kalman import KalmanLinkerParams
 from uld.infer.link import OverlapLinkerParams
 
@@ -238,6 +241,22 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the tree."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``1e6`` and ``-3E-2`` are numbers (YAML 1.2
+    and every user read them so; YAML 1.1 needs a dot and makes them strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML value to the field's declared type, or raise naming ``where``."""
     origin = typing.get_origin(annotation)
@@ -267,8 +286,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} = {value}: must be a finite number")
         return float(value)
     if annotation is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1e5 reads as a float
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
@@ -307,7 +330,11 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     dotted, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = _load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({reason})") from None
     nested: dict[str, Any] = {}
     cursor = nested
     parts = dotted.strip().split(".")
@@ -333,9 +360,13 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        from uld.data.checks import decode_error
+
+        raise ConfigError(decode_error(path, exc)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return raw
@@ -376,8 +407,13 @@ def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """Build a frozen ``Config`` from nested plain values (e.g. a checkpoint's ``config``)."""
-    return _build(Config, values, "")
+    """Build a frozen ``Config`` from nested plain values (e.g. a checkpoint's ``config``);
+    every value is range-checked (:mod:`uld.config_ranges`)."""
+    config = _build(Config, values, "")
+    problem = range_problem(config_to_dict(config))
+    if problem:
+        raise ConfigError(problem)
+    return config
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -403,4 +439,6 @@ def override(config: Config, *texts: str) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    from uld.atomic import write_text
+
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))  # never half a file

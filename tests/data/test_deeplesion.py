@@ -458,12 +458,15 @@ def test_convert_errors_stop_or_skip(tmp_path, small_deeplesion):
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(bad)
     out = tmp_path / "d"
     out.mkdir()
-    (out / "dataset.json").write_text("{}")  # a stale marker from an earlier run
-    with pytest.raises(DeepLesionError, match=rf"^{re.escape(str(bad))}: expected a 16-bit grayscale PNG"):
+    (out / "dataset.json").write_text("{}")  # an earlier result
+    with pytest.raises(FileExistsError, match=r"not empty \(dataset.json\).*--overwrite"):
         convert_deeplesion(root, out, harvester, progress=False)
-    assert not (out / "dataset.json").exists()  # a failed conversion never looks complete
+    with pytest.raises(DeepLesionError, match=rf"^{re.escape(str(bad))}: expected a 16-bit grayscale PNG"):
+        convert_deeplesion(root, out, harvester, progress=False, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["dataset.json"]  # a failed conversion touches nothing
+    assert (out / "dataset.json").read_text() == "{}"
 
-    summary = convert_deeplesion(root, out, harvester, progress=False, on_error="skip")
+    summary = convert_deeplesion(root, out, harvester, progress=False, on_error="skip", overwrite=True)
     assert DatasetFolder(out).volumes("test") == []
     assert summary["volumes"] == {"train": 2, "val": 1, "test": 0}
     assert len(summary["skipped"]) == 1 and summary["skipped"][0].startswith(f"{bad}: ")

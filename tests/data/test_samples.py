@@ -74,7 +74,7 @@ def test_skip_mode_replaces_an_unreadable_volume_by_the_next_sample(folder):
     (folder.root / "volumes" / "w.nii.gz").write_bytes(b"broken")
     folder = DatasetFolder(folder.root)
     stop = load_config(None, ["data.pixel_spacing_mm=0"]).data
-    with pytest.raises(ValueError, match=r"w.nii.gz: cannot read image"):
+    with pytest.raises(ValueError, match=r"w.nii.gz: (cannot read image|truncated file)"):
         KeySliceDataset(VolumeStore(folder), folder.annotations(), stop)[0]
     skip = load_config(None, ["data.on_bad_input=skip", "data.pixel_spacing_mm=0"]).data
     dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), skip)

@@ -280,10 +280,10 @@ def test_summary_agrees_with_the_csvs(dataset):
     assert "train lesions left unlabeled" in text and ">=30 mm" in text
 
 
-def test_an_interrupted_run_never_looks_complete(tmp_path, monkeypatch):
+def test_an_interrupted_run_leaves_the_earlier_dataset_byte_identical(tmp_path, monkeypatch):
     config = SynthConfig(n_train=3, n_val=1, n_test=1, size=48, seed=1)
     write_synthetic_dataset(tmp_path, config, progress=False)
-    assert (tmp_path / "dataset.json").is_file()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     calls = []
 
     def failing_write(volume, path):
@@ -293,15 +293,24 @@ def test_an_interrupted_run_never_looks_complete(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth, "write_volume", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        write_synthetic_dataset(tmp_path, config, progress=False)
-    assert not (tmp_path / "dataset.json").exists()
+        write_synthetic_dataset(tmp_path, config, progress=False, overwrite=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not any(p.name.endswith(".partial") for p in tmp_path.parent.iterdir())
+
+
+def test_a_non_empty_folder_is_replaced_only_with_overwrite(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"not empty \(notes.txt\).*--overwrite"):
+        write_synthetic_dataset(tmp_path, SynthConfig(n_train=1, n_val=0, n_test=0, size=48),
+                                progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_stale_volumes_are_removed(tmp_path):
     write_synthetic_dataset(tmp_path, SynthConfig(n_train=3, n_val=0, n_test=0, size=48),
                             progress=False)
     write_synthetic_dataset(tmp_path, SynthConfig(n_train=2, n_val=0, n_test=0, size=48),
-                            progress=False)
+                            progress=False, overwrite=True)
     names = sorted(p.name for p in (tmp_path / "volumes").iterdir())
     assert names == ["synth_00000.nii.gz", "synth_00001.nii.gz"]
 

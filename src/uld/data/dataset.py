@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from uld.atomic import write_text
+from uld.data.checks import decode_error, plain
 from uld.data.volume import Volume, read_volume
+from uld.outdir import check_finished
 
 SPLITS = ("train", "val", "test", "negatives")
 REQUIRED_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2")
@@ -142,6 +146,17 @@ def _parse_row(row: dict, header: list[str], path: Path, number: int) -> tuple[s
     return volume, int(z), box, key
 
 
+@contextmanager
+def _text(path: Path) -> Iterator[TextIO]:
+    """A CSV file opened as UTF-8 text; a file that is not UTF-8 is a :class:`DataError`
+    naming it (the codec's own message names no file)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        try:
+            yield handle
+        except UnicodeDecodeError as exc:
+            raise DataError(decode_error(path, exc)) from None
+
+
 def read_annotations(
     path: str | Path, on_error: str = "stop", skipped: list[str] | None = None
 ) -> Annotations:
@@ -153,7 +168,7 @@ def read_annotations(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    with path.open(newline="") as handle:
+    with _text(path) as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -206,7 +221,7 @@ def read_splits(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
     out: dict[str, str] = {}
-    with path.open(newline="") as handle:
+    with _text(path) as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"volume", "split"} <= set(reader.fieldnames):
             raise DataError(f"{path}: needs columns volume,split (header: {reader.fieldnames})")
@@ -228,6 +243,10 @@ class DatasetFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
+        try:
+            check_finished(self.root)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         self.splits = read_splits(self.root / "splits.csv")
 
     def volumes(self, split: str | None = None) -> list[str]:
@@ -270,7 +289,14 @@ class DatasetFolder:
     def info(self) -> dict:
         """Contents of ``dataset.json`` (empty when absent)."""
         path = self.root / "dataset.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(decode_error(path, exc)) from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
 
 
 def boxes_outside_volume(
@@ -286,8 +312,9 @@ def boxes_outside_volume(
         x1, y1, x2, y2 = table.boxes[i]
         if table.z[i] >= depth or x2 > width or y2 > height:
             row = f", row {table.row[i]}" if table.row is not None else ""
+            shown = ", ".join(plain(v) for v in (x1, y1, x2, y2))
             bad.append((int(i), (
-                f"{where}{row}: box {[x1, y1, x2, y2]} on slice {table.z[i]} of {name!r} lies "
+                f"{where}{row}: box [{shown}] on slice {int(table.z[i])} of {name!r} lies "
                 f"outside the image (z < {depth}, x <= {width}, y <= {height})"
             )))
     return bad

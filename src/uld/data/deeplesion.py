@@ -52,6 +52,7 @@ from uld.atomic import write_text
 from uld.data.dataset import FORMAT_NAME, FORMAT_VERSION, write_csv
 from uld.data.volume import Volume, write_volume
 from uld.eval.detections import EvalFormatError, GroundTruth, read_gt
+from uld.outdir import staged_folder
 
 __all__ = [
     "ANNOTATION_COLUMNS",
@@ -835,14 +836,17 @@ def convert_deeplesion(
     progress: bool = True,
     dl_info_path: str | Path | None = None,
     negatives: Literal["list", "train", "omit"] = "list",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert DeepLesion (PNGs + DL_info) into the generic dataset format v1 at ``out``.
 
     Writes ``volumes/<sub-volume>.nii.gz`` (:func:`uld.data.volume.write_volume`),
     ``annotations.csv`` (``volume,z,x1,y1,x2,y2,key``: every box is a drawn 2D box, so
     ``key`` is 1), ``splits.csv`` (train / val / test of :func:`paper_split`) and, last,
-    ``dataset.json``; an existing ``dataset.json`` is removed first so that an interrupted
-    conversion never looks complete.
+    ``dataset.json``. Everything is written into a temporary sibling that replaces ``out``
+    only once complete (:func:`uld.outdir.staged_folder`): a failed or interrupted conversion
+    leaves ``out`` as it was. A non-empty ``out`` is replaced only if it is an unfinished
+    conversion or ``overwrite`` is given; otherwise ``FileExistsError`` and nothing is touched.
 
     negatives: what to do with the 744 ``Revised-Train744`` sub-volumes:
         ``"list"`` (default): write their volumes as split ``negatives`` of ``splits.csv``
@@ -859,9 +863,24 @@ def convert_deeplesion(
     _check_on_error(on_error)
     if negatives not in ("list", "train", "omit"):
         raise ValueError(f"negatives must be 'list', 'train' or 'omit', got {negatives!r}")
-    root, out = Path(root), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").unlink(missing_ok=True)
+    root = Path(root)
+    if not root.is_dir():
+        raise DeepLesionError(f"{root}: DeepLesion root not found")
+    with staged_folder(out, overwrite, _unfinished_conversion, "uld convert") as stage:
+        return _convert(root, stage, harvester_dir, on_error, progress, dl_info_path, negatives)
+
+
+def _unfinished_conversion(folder: Path) -> bool:
+    """What an interrupted conversion of an older ``uld`` left: volumes and CSVs, no
+    ``dataset.json``."""
+    if (folder / "dataset.json").exists():
+        return False
+    allowed = {"volumes", "splits.csv", "annotations.csv"}
+    return all(p.name in allowed or p.name.startswith(".") for p in folder.iterdir())
+
+
+def _convert(root: Path, out: Path, harvester_dir: str | Path, on_error: OnError, progress: bool,
+             dl_info_path: str | Path | None, negatives: str) -> dict[str, Any]:
     info = read_dl_info(dl_info_path or root / "DL_info.csv", drop_noisy=True, on_error=on_error)
     images = DeepLesionImages(root)
     split = paper_split(info, images, harvester_dir, on_error=on_error)

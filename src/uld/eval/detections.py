@@ -557,7 +557,12 @@ def _read_flat(source: str | Path) -> FlatDetections:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EvalFormatError(f"{path}: not valid JSON ({exc})") from exc
-        return _flat_from_json(doc, str(path))
+        except RecursionError:
+            raise EvalFormatError(f"{path}: JSON nested too deeply to be a detection file") from None
+        try:
+            return _flat_from_json(doc, str(path))
+        except RecursionError:
+            raise EvalFormatError(f"{path}: JSON nested too deeply to be a detection file") from None
     return flatten_detections(load_pickle(path), str(path))
 
 

@@ -19,6 +19,7 @@ from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, Tracklet, link_by_iou
 from uld.infer.suppress import merge_tracklets, suppress_slices
 from uld.model.build import LesionDetector, build_detector
+from uld.model.files import read_model_file
 
 
 @torch.no_grad()
@@ -112,11 +113,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Le
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a uld model file (needs 'model' and 'config')")
-    config = config_from_dict(upgrade_saved_config(state["config"]))
+    state = read_model_file(path)  # every unreadable file is one ValueError naming it
+    try:
+        config = config_from_dict(upgrade_saved_config(state["config"]))
+    except ValueError as exc:
+        raise ValueError(f"{path}: its saved config is not valid ({exc})") from None
     # The weights come from the file: do not look for the ImageNet start again.
     model = build_detector(replace(config.model, pretrained=""), config.data.num_slices)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ValueError(f"{path}: the weights do not fit the model its config describes ({first})") from None
     return model.to(device).eval(), config

@@ -18,6 +18,8 @@ prediction finished.
 
 from __future__ import annotations
 
+import glob
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from uld.data.volume import Volume, read_scan
 from uld.eval.detections import DETECTIONS_FILENAME, read_gt, write_detections_json
 from uld.infer.export import lesions_from_tracklets, write_summary_csv, write_volume_outputs
 from uld.infer.predict import detect_slices, find_lesions
+from uld.outdir import check_out_folder, make_stage, merge_into, partial_sibling
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,46 @@ def predict_scans(
 ) -> dict[str, Any]:
     """Detect and link lesions in every source and write the outputs (module docstring).
 
+    Everything is written into a temporary sibling of ``out_dir`` and merged in only when every
+    source has been read and predicted (:func:`uld.outdir.merge_into`): a bad scan, a full disk
+    or Ctrl-C leaves an earlier prediction in ``out_dir`` as it was. Earlier outputs of the
+    volumes predicted again are replaced, ``detections.json`` last.
+
+    Returns a summary: volumes, slices, lesions written, tracklets, seconds, slices per second.
+    """
+    if not sources:
+        raise ValueError("nothing to predict: give scan files/folders, --data or --deeplesion")
+    _unique(sources)
+    out = Path(out_dir)
+    check_out_folder(out)
+    stage = partial_sibling(out)
+    make_stage(stage, out)
+    try:
+        summary = _predict_into(model, config, sources, stage, device, min_score, overlays,
+                                max_overlays, progress)
+        stale = [f"{folder}/{glob.escape(s.name)}.lesion-*{suffix}"
+                 for s in sources for folder, suffix in (("slicer", ".mrk.json"), ("overlays", ".png"))]
+        merge_into(stage, out, last=["lesions.csv", DETECTIONS_FILENAME], stale=stale)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    summary["detections"] = str(out / DETECTIONS_FILENAME)
+    return summary
+
+
+def _predict_into(
+    model: nn.Module,
+    config: Config,
+    sources: Sequence[ScanSource],
+    out_dir: str | Path,
+    device: torch.device | str = "cpu",
+    min_score: float = 0.5,
+    overlays: bool = True,
+    max_overlays: int = 20,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Detect and link lesions in every source and write the outputs (module docstring).
+
     Returns a summary: volumes, slices, lesions written, tracklets, seconds, slices per second.
     """
     if not sources:
@@ -134,7 +177,6 @@ def predict_scans(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / DETECTIONS_FILENAME
-    final.unlink(missing_ok=True)  # a stale file must not pass for this run's result
     detections, lesions, slices, seconds = {}, {}, 0, 0.0
     bar = tqdm(sources, desc="predict", unit="vol", disable=not progress)
     for source in bar:

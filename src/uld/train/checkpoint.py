@@ -8,6 +8,7 @@ so a killed run never leaves a truncated checkpoint behind.
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,19 @@ from typing import Any
 import torch
 
 import uld
-from uld.atomic import atomic_path
+from uld.atomic import write_bytes
 from uld.config import upgrade_saved_config
+from uld.model.files import load_torch_file
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to memory, then to a temporary file in the same folder, renamed over
+    ``path``: a full disk is an ``OSError`` "no space left on device, PATH" (``torch.save``
+    straight to a file says "enforce fail at inline_container.cc") and the previous file
+    stays as it was."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def rng_state() -> dict[str, Any]:
@@ -47,13 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by this package (tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a foreign or damaged file: say which
-        raise ValueError(f"{path}: not a readable uld checkpoint ({exc.__class__.__name__})") from exc
+    state = load_torch_file(path)
     if isinstance(state, dict) and isinstance(state.get("config"), dict):
         state["config"] = upgrade_saved_config(state["config"])
     return state

@@ -42,6 +42,12 @@ from uld.mining.policy import targets_for_student
 from uld.model.build import build_detector
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
 from uld.train.distributed import Context, batch_indices, context, resize_ratio
+from uld.train.guard import (
+    StopOnInterrupt,
+    TrainingInterrupted,
+    check_finite_loss,
+    check_finite_weights,
+)
 from uld.train.logging import RunLogger
 from uld.train.schedule import build_optimizer, learning_rate
 from uld.train.validation import validate
@@ -128,8 +134,17 @@ def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train a student/teacher pair on ``config.data.root``; returns the run summary."""
-    out = Path(out_dir)
+    """Train a student/teacher pair on ``config.data.root``; returns the run summary.
+
+    SIGINT stops the run after the step in progress, with ``last.pt`` saved, by raising
+    :class:`uld.train.guard.TrainingInterrupted`; a NaN or infinite loss or weight raises
+    :class:`uld.train.guard.NonFiniteError` and writes nothing non-finite.
+    """
+    with StopOnInterrupt() as stop:
+        return _train(config, Path(out_dir), resume, progress, stop)
+
+
+def _train(config: Config, out: Path, resume: bool, progress: bool, stop: StopOnInterrupt) -> dict:
     ctx = context(config.train.device)
     tc = config.train
     torch.manual_seed(tc.seed)
@@ -148,7 +163,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
     optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum,
                                 tc.weight_decay)
-    records, start, saved = Records(), 0, None
+    records, start, saved, saved_step = Records(), 0, None, None
     last_path = out / "last.pt"
     if resume:
         saved = load_checkpoint(last_path)
@@ -157,6 +172,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         teacher.load_state_dict(saved["teacher"])
         optimizer.load_state_dict(saved["optimizer"])
         records, start = Records.from_state(saved["records"]), int(saved["step"])
+        saved_step = start
     elif last_path.exists():
         raise FileExistsError(f"{out} already holds a run: pass --resume, or choose another --out")
     model = DistributedDataParallel(student) if ctx.world_size > 1 else student
@@ -194,8 +210,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         ratio = resize_ratio(step, tc.seed, *tc.resize_range)
         losses = model(*student_batch(batch, mined, ratio, config, ctx.device))
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: loss is {float(loss)} ({_floats(losses)})")
+        check_finite_loss(step, {**losses, "total": loss}, last_path, saved_step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -228,17 +243,25 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg,
                                   **(profile.scalars(config.mining.tau) if profile else {})})
             if result.ap > records.best_ap:
+                check_finite_weights(done, [("teacher", teacher.module.state_dict())], last_path, saved_step)
                 records.best_ap, records.best_step = result.ap, done
                 atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), done,
                                        result.to_json()), out / "best.pt")
-        if ctx.is_main and (done % tc.checkpoint_every == 0 or done == tc.iterations):
+        if ctx.is_main and (done % tc.checkpoint_every == 0 or done == tc.iterations or stop.requested):
+            check_finite_weights(done, [("student", student.state_dict()),
+                                        ("teacher", teacher.state_dict())], last_path, saved_step)
             atomic_save({
                 "student": student.state_dict(), "teacher": teacher.state_dict(),
                 "optimizer": optimizer.state_dict(), "step": done, "rng": rng_state(),
                 "config": config_to_dict(config), "records": records.state(),
                 "version": uld.__version__,
             }, last_path)
+            saved_step = done
+        if stop.requested:
+            bar.close()
+            raise TrainingInterrupted(done, out)
     bar.close()
+    stop.release()  # from here on Ctrl-C interrupts at once (last.pt holds the final step)
     if ctx.world_size > 1:  # every rank mined its own share of each global batch
         counts = torch.tensor(records.state()["mining"], dtype=torch.int64)
         torch.distributed.all_reduce(counts)
