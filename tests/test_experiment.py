@@ -4,38 +4,58 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from uld.cli import main
 from uld.config import load_config
 from uld.data.synth import SynthConfig
-from uld.experiment.plan import BUDGETS, Budget, paper_runs
+from uld.experiment.plan import BUDGETS, Budget, paper_runs, select_runs
 
 
 def test_plan_has_the_papers_rows_with_one_budget():
     runs = paper_runs(BUDGETS["default"], base_tau=0.9)
     names = [r.name for r in runs]
-    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"] and len(names) == 12 + 8
-    assert {"add_pminus_s0", "tau0.95_s0", "tau0.85_s0", "tau0.80_s0", "decay_s0",
-            "upper_add_s0", "upper_ignore_s0", "none_largest_s0"} <= set(names)
-    recist = Budget("r", SynthConfig(), (), (0,))
-    assert {"none_random_s0", "add_random_s0"} <= {r.name for r in paper_runs(recist, 0.9)}
+    assert names[:4] == ["oracle_s0", "none_s0", "add_s0", "ignore_s0"]
+    assert sum(r.group == "main" for r in runs) == 4 * 5  # five seeds of the main rows
+    for seed in (0, 1):
+        assert {f"tau0.95_s{seed}", f"tau0.85_s{seed}", f"tau0.80_s{seed}", f"decay_s{seed}",
+                f"upper_add_s{seed}", f"upper_ignore_s{seed}"} <= set(names)
+    assert {"add_pminus_s0", "none_random_s0", "add_random_s0"} <= set(names)
+    assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
+    sweep = [r for r in runs if r.group == "sweep"]
+    assert len(sweep) == 4 * 3 * 2 and {r.unlabeled for r in sweep} == {0.3, 0.55, 0.7, 0.85}
+    assert "data.annotations=annotations_unlabeled55.csv" in sweep[6].overrides
     pminus = next(r for r in runs if r.hard_negatives_from)
     assert pminus.hard_negatives_from == "add_s0"
     # the runs differ only by their own overrides: nothing touches the budget
     for run in runs:
         assert not any(o.startswith(("train.iterations", "train.batch_size", "data.root"))
                        for o in run.overrides)
+    assert len(names) == len(set(names))
     assert "tau0.90_s0" in [r.name for r in paper_runs(BUDGETS["small"], base_tau=0.8)]
+    random = Budget("r", SynthConfig(missing="random"), (), (0,))
+    assert "none_largest_s0" in {r.name for r in paper_runs(random, 0.9)}
+
+
+def test_select_runs_by_name_and_group():
+    runs = paper_runs(BUDGETS["default"], base_tau=0.9)
+    assert all(r.group != "sweep" for r in select_runs(runs, ()))
+    assert {r.group for r in select_runs(runs, ("sweep",))} == {"sweep"}
+    assert [r.name for r in select_runs(runs, ("add_s3", "oracle_s0"))] == ["oracle_s0", "add_s3"]
+    with pytest.raises(ValueError, match="--only 'swep': neither a run nor a group"):
+        select_runs(runs, ("swep",))
 
 
 def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_done(tmp_path, capsys):
     out = tmp_path / "exp"
     assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet",
-                 "--workers", "2"]) == 0
+                 "--workers", "2", "--only", "main", "--only", "ablations", "--only", "sweep"]) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run",
-                    "Which missing labels hurt", "Upper bound: add the true unlabeled lesions"):
+                    "Which missing labels hurt", "Upper bound: add the true unlabeled lesions",
+                    "Every comparison, paired over seeds", "Sparsity sweep", "test-split noise"):
         assert heading in report
-    for picture in ("froc.png", "mining_curves.png"):
+    for picture in ("froc.png", "training.png", "sweep.png"):
         assert (out / picture).stat().st_size > 1000
     runs = paper_runs(BUDGETS["tiny"], load_config("demo", BUDGETS["tiny"].overrides).mining.tau)
     for run in runs:

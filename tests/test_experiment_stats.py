@@ -43,6 +43,7 @@ def test_bootstrap_over_volumes_and_resampled_keys():
 
     interval = bootstrap_volumes(list(values), mean_of, n_resamples=500, seed=1)
     assert interval.mean == 2.5 and 1.0 <= interval.low < 2.5 < interval.high <= 4.0
+    assert 0.3 < interval.sd < 0.8  # sd of a mean of 4 values with sd 1.12: about 0.56
     assert bootstrap_volumes(list(values), mean_of, 500, seed=1) == interval  # reproducible
     assert resampled({"a": [1], "b": [2]}, ["a", "a", "c"]) == {"a#0": [1], "a#1": [1], "c#0": []}
 

@@ -282,19 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "experiment", help="the paper's experiments on the synthetic benchmark, with a report",
-        description="Oracle, baseline, add, ignore (per seed), add + hard negatives, tau 0.95-0.80 "
-        "and lr decay; every teacher evaluated with P3D; OUT/report.md holds Tables I-IV. "
-        "Finished steps are reused, interrupted runs resumed.",
+        description="Main rows (oracle, baseline, add, ignore per seed), ablations (tau 0.95-0.80, "
+        "lr decay, upper bounds, hard negatives, random missingness) and, with --only sweep, the "
+        "sparsity sweep; every teacher evaluated with P3D; OUT/report.md holds Tables I-IV and "
+        "every comparison as a paired difference with its 95 %% interval over seeds. Finished "
+        "steps are reused, interrupted runs resumed.",
     )
     p.add_argument("name", choices=["paper"], help="which experiment")
     p.add_argument("--budget", choices=["default", "small", "tiny"], default="default",
-                   help="default: 3 seeds for the main rows; small: 1 seed (under an hour on 2 "
-                   "cores); tiny: a pipeline check")
+                   help="default: 5 seeds for the main rows, 2 for the ablations and the sweep; "
+                   "small: 1 seed; tiny: a pipeline check")
     p.add_argument("--out", default="runs/paper", help="output folder (default runs/paper)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every run")
-    p.add_argument("--only", action="append", default=[], metavar="RUN",
-                   help="run only this run (repeatable), e.g. --only add_s0")
+    p.add_argument("--only", action="append", default=[], metavar="RUN|GROUP",
+                   help="run only this run or group (repeatable), e.g. --only add_s0, --only sweep; "
+                   "groups: main, ablations, sweep (default: main and ablations)")
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, each with its share of the CPU threads "
                    "(default 1; 2 on a 2-core machine is about 1.4x faster)")

@@ -21,6 +21,7 @@ from uld.atomic import atomic_path
 from uld.eval.p3d import AVG_FP_RATES as FP_RATES
 from uld.eval.plots import plot_froc
 from uld.experiment.plan import RunSpec
+from uld.experiment.stats import Interval, closed_share, paired_by_seed
 
 
 @dataclass(frozen=True)
@@ -123,35 +124,227 @@ def ordering(name: str, values: Sequence[tuple[str, float]]) -> str:
             f"{'holds' if holds else 'fails'}; measured AP {found}")
 
 
+def seed_values(runs: Sequence[RunResult], key: str = "ap") -> dict[int, float]:
+    """``{seed: metric}`` (AP or AVG in %) of the runs of one row."""
+    return {r.spec.seed: _metric(r, key) for r in runs}
+
+
+def compare(groups: Mapping[str, Sequence[RunResult]], a: str, b: str,
+            key: str = "ap") -> Interval | None:
+    """Paired difference ``a - b`` over the seeds both rows have (None when they share none)."""
+    va, vb = seed_values(groups.get(a, []), key), seed_values(groups.get(b, []), key)
+    return paired_by_seed(va, vb) if set(va) & set(vb) else None
+
+
+def verdict(interval: Interval) -> str:
+    """``effect`` when the 95 % interval excludes 0, else ``within noise`` (or why there is no
+    interval)."""
+    if interval.n < 2:
+        return "one seed: no interval"
+    return "effect" if interval.excludes_zero else "within noise"
+
+
+COMPARISONS = (
+    ("oracle", "none", "what missing labels cost"),
+    ("add", "none", "what mining (add) recovers"),
+    ("ignore", "none", "what mining (ignore) recovers"),
+    ("add", "ignore", "add against ignore"),
+    ("upper_add", "none", "perfect mining (add) against the baseline"),
+    ("upper_ignore", "none", "perfect mining (ignore) against the baseline"),
+    ("tau0.95", "add", "tau 0.95 against 0.90"),
+    ("tau0.85", "add", "tau 0.85 against 0.90"),
+    ("tau0.80", "add", "tau 0.80 against 0.90"),
+    ("decay", "add", "step lr decay against constant"),
+    ("add_pminus", "add", "hard negatives (P-) against add"),
+    ("none_random", "none", "random missingness against the benchmark's (no mining)"),
+    ("add_random", "none_random", "mining under random missingness"),
+)
+
+
+def paired_table(groups: Mapping[str, Sequence[RunResult]],
+                 comparisons: Sequence[tuple[str, str, str]] = COMPARISONS) -> str:
+    """Every comparison whose two rows exist: paired differences of AP and AVG (points) with
+    their 95 % t intervals over the shared seeds, and the verdict on AP."""
+    lines = ["| comparison | rows | seeds | AP difference [95 % CI] | AVG difference [95 % CI] "
+             "| verdict (AP) |", "|---|---|---|---|---|---|"]
+    for a, b, text in comparisons:
+        ap, avg = compare(groups, a, b, "ap"), compare(groups, a, b, "avg")
+        if ap is None or avg is None:
+            continue
+        lines.append(f"| {text} | {a} - {b} | {ap.n} | {ap.text()} | {avg.text(2)} | "
+                     f"{verdict(ap)} |")
+    return "\n".join(lines)
+
+
 def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
-    """Oracle - baseline gap (mean AP of the seeds) and how much of it each mining row closes
-    (rows with one seed are compared with the oracle and baseline of that seed)."""
-    if not groups.get("oracle") or not groups.get("none"):
+    """The oracle - baseline gap and the share of it each mining row closes, as paired
+    differences over the seeds each pair shares (95 % t intervals)."""
+    gap = compare(groups, "oracle", "none")
+    if gap is None:
         return []
-    oracle, none = mean_ap(groups["oracle"]), mean_ap(groups["none"])
-    gap = oracle - none
-    lines = [f"- oracle - baseline: {gap:.1f} AP points ({oracle:.1f} vs {none:.1f}, mean over "
-             f"{len(groups['oracle'])} seed(s))"]
-    spread = max(statistics.stdev(_metric(r, "ap") for r in groups[k])
-                 if len(groups[k]) > 1 else 0.0 for k in ("oracle", "none"))
-    if gap <= spread:
-        lines.append(f"- the gap is within the seed spread (sd up to {spread:.1f} AP points): "
-                     "the shares below are noise, not effects")
-    for kind, runs in groups.items():
-        if kind in ("oracle", "none") or kind.endswith(("_random", "_largest")):  # own table
+    lines = [f"- oracle - baseline: {gap.text()} AP points over {gap.n} seed(s): {verdict(gap)}"]
+    if gap.n >= 2 and not gap.excludes_zero:
+        lines.append("- the gap's interval contains 0: the shares below are noise, not effects")
+    for kind in groups:
+        if kind in ("oracle", "none") or kind.endswith(("_random", "_largest")) \
+                or kind.startswith("sweep"):
             continue
-        seeds = {r.spec.seed for r in runs}
-        ref_o = [r for r in groups["oracle"] if r.spec.seed in seeds]
-        ref_n = [r for r in groups["none"] if r.spec.seed in seeds]
-        if not ref_o or not ref_n:
+        change = compare(groups, kind, "none")
+        if change is None:
             continue
-        g = mean_ap(ref_o) - mean_ap(ref_n)
-        change = mean_ap(runs) - mean_ap(ref_n)
-        share = (f"closes {100 * change / g:.0f} % of the gap" if g > 0
-                 else "no gap to close")
-        lines.append(f"- {runs[0].spec.label}: AP {mean_ap(runs):.1f} ({change:+.1f} over the "
-                     f"baseline; {share}; seed(s) {sorted(seeds)})")
+        seeds = sorted(set(seed_values(groups[kind])) & set(seed_values(groups["none"])))
+        row_gap = compare({"o": [r for r in groups["oracle"] if r.spec.seed in seeds],
+                           "n": [r for r in groups["none"] if r.spec.seed in seeds]}, "o", "n")
+        share = closed_share(row_gap, change) if row_gap is not None else None
+        closes = "no gap to close" if share is None else f"closes {100 * share:.0f} % of the gap"
+        lines.append(f"- {groups[kind][0].spec.label}: {change.text()} AP points over the "
+                     f"baseline ({closes}; {verdict(change)}; seed(s) {seeds})")
     return lines
+
+
+def sweep_rows(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]]:
+    """One record per sparsity level present: the unlabeled share, the mean AP of ``none``,
+    ``add`` and perfect mining over their seeds, the oracle's (the 0 % point), and the share of
+    the level's gap (oracle - none) that add and perfect mining recover."""
+    levels: dict[float, dict[str, list[RunResult]]] = {}
+    for runs in groups.values():
+        for r in runs:
+            if r.spec.group == "sweep" and r.spec.unlabeled is not None:
+                row = r.spec.kind.split("_", 1)[1]
+                levels.setdefault(r.spec.unlabeled, {}).setdefault(row, []).append(r)
+    oracle = mean_ap(groups["oracle"]) if groups.get("oracle") else None
+    out = []
+    for level in sorted(levels):
+        rows = levels[level]
+        record: dict[str, Any] = {"unlabeled": level, "oracle": oracle,
+                                  "seeds": sorted({r.spec.seed for v in rows.values() for r in v})}
+        for name in ("none", "add", "upper_add"):
+            record[name] = mean_ap(rows[name]) if rows.get(name) else None
+        gap = None if oracle is None or record["none"] is None else oracle - record["none"]
+        for name in ("add", "upper_add"):
+            record[f"{name}_recovers"] = (None if gap is None or gap <= 0 or record[name] is None
+                                          else (record[name] - record["none"]) / gap)
+        out.append(record)
+    return out
+
+
+def sweep_table(records: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| train lesions unlabeled | seeds | oracle AP | none AP | add AP | perfect mining AP "
+             "| gap (oracle - none) | add recovers | perfect recovers |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ap(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.0f} %"
+
+    for r in records:
+        gap = None if r["oracle"] is None or r["none"] is None else r["oracle"] - r["none"]
+        lines.append(f"| {100 * r['unlabeled']:.0f} % | {', '.join(map(str, r['seeds']))} | "
+                     f"{ap(r['oracle'])} | {ap(r['none'])} | {ap(r['add'])} | {ap(r['upper_add'])} "
+                     f"| {ap(gap)} | {pct(r['add_recovers'])} | {pct(r['upper_add_recovers'])} |")
+    return "\n".join(lines)
+
+
+def plot_sweep(groups: Mapping[str, Sequence[RunResult]], path: Path) -> Path:
+    """AP against the share of unlabeled train lesions: ``none``, ``add`` and perfect mining
+    (mean over seeds, bars from the lowest to the highest seed), the oracle at 0 %."""
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for row, style in (("none", "o-"), ("add", "s-"), ("upper_add", "^--")):
+        xs, ys, lo, hi = [], [], [], []
+        if groups.get("oracle"):
+            values = [_metric(r, "ap") for r in groups["oracle"]]
+            xs.append(0.0)
+            ys.append(statistics.mean(values))
+            lo.append(ys[-1] - min(values))
+            hi.append(max(values) - ys[-1])
+        for kind, runs in sorted(groups.items()):
+            if kind.startswith("sweep") and kind.split("_", 1)[1] == row:
+                values = [_metric(r, "ap") for r in runs]
+                xs.append(100 * runs[0].spec.unlabeled)
+                ys.append(statistics.mean(values))
+                lo.append(ys[-1] - min(values))
+                hi.append(max(values) - ys[-1])
+        order = np.argsort(xs)
+        label = {"none": "no mining", "add": "mining (add)", "upper_add": "perfect mining (add)"}[row]
+        ax.errorbar(np.asarray(xs)[order], np.asarray(ys)[order],
+                    yerr=[np.asarray(lo)[order], np.asarray(hi)[order]], fmt=style, capsize=3,
+                    label=label)
+    ax.set_xlabel("train lesions left unlabeled (%)")
+    ax.set_ylabel("test AP (%), P3D")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("what missing labels cost, and what mining recovers")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    return path
+
+
+def windowed_mining(rows: Sequence[Mapping[str, Any]], window: int = 500) -> list[dict[str, float]]:
+    """Precision and recall of the boxes mined in each ``window`` steps, from the cumulative
+    totals that ``metrics.jsonl`` logs (rows without them are skipped)."""
+    points = [r for r in rows if "mining/missing_total" in r]
+    out, last = [], None
+    for r in points:
+        if last is not None and r["step"] - last["step"] < window and r is not points[-1]:
+            continue
+        if last is not None:
+            mined = r["mining/mined_total"] - last["mining/mined_total"]
+            missing = r["mining/missing_total"] - last["mining/missing_total"]
+            out.append({
+                "step": r["step"], "mined": mined,
+                "precision": (r["mining/true_total"] - last["mining/true_total"]) / mined
+                if mined else float("nan"),
+                "recall": (r["mining/found_total"] - last["mining/found_total"]) / missing
+                if missing else float("nan"),
+            })
+        last = r
+    return out
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """``key`` of each row, NaN where the logger left it out (NaN values are not logged)."""
+    return [r.get(key, float("nan")) for r in rows]
+
+
+def plot_training_diagnostics(run_dirs: Mapping[str, Path], tau: float, path: Path) -> Path:
+    """Over training: the teacher's scores on the labeled and unlabeled lesions and on the
+    background of training slices (``scores/*`` in ``metrics.jsonl``), the validation AP, and
+    the precision and recall of the boxes mined in each 500-step window."""
+    fig = Figure(figsize=(12, 7))
+    axes = fig.subplots(2, 3).ravel()
+    titles = ("validation AP (teacher)", "mean best score: labeled (solid), unlabeled (dashed)",
+              f"share of unlabeled lesions scored >= {tau:g}",
+              f"background boxes >= {tau:g} per slice", "precision of mined boxes (500-step windows)",
+              "recall of unlabeled lesions (500-step windows)")
+    for label, run_dir in run_dirs.items():
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        val = [r for r in rows if "val/ap" in r]
+        steps = [r["step"] for r in val]
+        line, = axes[0].plot(steps, [100 * r["val/ap"] for r in val], label=label)
+        color = line.get_color()
+        axes[1].plot(steps, _series(val, "scores/labeled_mean"), color=color)
+        axes[1].plot(steps, _series(val, "scores/unlabeled_mean"), "--", color=color)
+        axes[2].plot(steps, _series(val, "scores/unlabeled_at_tau"), color=color)
+        axes[3].plot(steps, _series(val, "scores/background_at_tau_per_slice"), color=color)
+        windows = windowed_mining(rows)
+        if windows:
+            axes[4].plot([w["step"] for w in windows], [w["precision"] for w in windows], "o-",
+                         color=color)
+            axes[5].plot([w["step"] for w in windows], [w["recall"] for w in windows], "o-",
+                         color=color)
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    return path
 
 
 def plot_main_froc(groups: Mapping[str, Sequence[RunResult]], kinds: Sequence[str], path: Path) -> Path:
@@ -163,31 +356,3 @@ def plot_main_froc(groups: Mapping[str, Sequence[RunResult]], kinds: Sequence[st
             curves[f"{r.spec.label} (seed {r.spec.seed})"] = (np.asarray(r.result["fps"]),
                                                               np.asarray(r.result["sens"]))
     return plot_froc(curves, path, title="synthetic test split, P3D")
-
-
-def plot_mining_curves(run_dirs: Mapping[str, Path], path: Path) -> Path:
-    """Cumulative precision and recall of the mined boxes over training (``metrics.jsonl``)."""
-    fig = Figure(figsize=(10, 3.8))
-    ax_p, ax_r = fig.subplots(1, 2)
-    for label, run_dir in run_dirs.items():
-        steps, precision, recall = [], [], []
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            if "mining/precision" in row and row.get("mining/mined_total", 0) > 0:
-                steps.append(row["step"])
-                precision.append(row["mining/precision"])
-                recall.append(row["mining/recall"])
-        ax_p.plot(steps, precision, label=label)
-        ax_r.plot(steps, recall, label=label)
-    for ax, name in ((ax_p, "precision of the mined boxes"), (ax_r, "recall of unlabeled lesions")):
-        ax.set_xlabel("training step")
-        ax.set_ylabel(name)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    ax_p.set_ylim(top=1.02)
-    ax_p.legend(fontsize=7)
-    fig.suptitle("mining over training (cumulative, against the generator's complete labels)")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    return path

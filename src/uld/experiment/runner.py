@@ -8,6 +8,7 @@ what is missing; a run folder made with another config is refused, never overwri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,8 +22,9 @@ from uld.config import Config, config_from_dict, upgrade_saved_config
 from uld.data.dataset import DatasetFolder
 from uld.data.sources import VolumeStore
 from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
-from uld.eval.detections import GroundTruth, write_detections_json
+from uld.eval.detections import GroundTruth, read_detections, read_gt, write_detections_json
 from uld.eval.p3d import evaluate_p3d
+from uld.experiment.stats import Interval, bootstrap_volumes, resampled
 from uld.infer.predict import load_model, predict_volumes
 from uld.infer.scans import dataset_sources
 from uld.mining.negatives import HARD_NEGATIVES_JSON, mine_negatives, pool_truth
@@ -63,7 +65,7 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool) -> bool:
     saved = run_dir / "config.yaml"
     if saved.is_file() and _saved_config(saved) != config:
         raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
-    if (run_dir / "model.pt").is_file():
+    if (run_dir / "model.pt").is_file() or finished_elsewhere(run_dir):
         return False
     start = time.perf_counter()
     train(config, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
@@ -71,11 +73,19 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool) -> bool:
     return True
 
 
+def finished_elsewhere(run_dir: Path) -> bool:
+    """A run whose small result files were committed (``summary.json`` and ``test_p3d.json``)
+    without its checkpoints, as ``benchmarks/paper`` keeps them: done, nothing to redo."""
+    return not (run_dir / "model.pt").is_file() and (run_dir / "summary.json").is_file() \
+        and (run_dir / RESULT_FILE).is_file()
+
+
 def evaluate_run(run_dir: Path, data: Path, gt: GroundTruth, progress: bool) -> dict[str, Any]:
     """P3D result of a run's final teacher on the test split (``test_p3d.json``, with the FROC
     curve), computed once; ``test_detections.json`` holds its tracklets."""
     path = run_dir / RESULT_FILE
-    if path.is_file() and path.stat().st_mtime >= (run_dir / "model.pt").stat().st_mtime:
+    if finished_elsewhere(run_dir) or (
+            path.is_file() and path.stat().st_mtime >= (run_dir / "model.pt").stat().st_mtime):
         return json.loads(path.read_text())
     start = time.perf_counter()
     model, config = load_model(run_dir, _device())
@@ -104,3 +114,28 @@ def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
                              out, device=_device(), progress=progress)
     print(f"hard negatives: {summary['hard_negatives']} in {summary['volumes']} volumes -> {path}")
     return path
+
+
+NOISE_FILE = "volume_noise.json"
+
+
+def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval | None:
+    """How much the choice of test volumes moves a run's AP (in %): a percentile bootstrap over
+    the test volumes of its ``test_detections.json`` (``volume_noise.json``, computed once; None
+    when neither file is there)."""
+    path = run_dir / NOISE_FILE
+    if path.is_file():
+        return Interval(**json.loads(path.read_text()))
+    detections_path = run_dir / "test_detections.json"
+    if not detections_path.is_file():
+        return None
+    gt = read_gt(data, split="test")
+    detections = read_detections(detections_path)
+    iou = _saved_config(run_dir / "config.yaml").eval.iou
+
+    def ap(names: list[str]) -> float:
+        return 100 * evaluate_p3d(resampled(gt, names), resampled(detections, names), iou).ap
+
+    noise = bootstrap_volumes(sorted(gt), ap, n_resamples)
+    write_text(path, json.dumps(dataclasses.asdict(noise)) + "\n")
+    return noise

@@ -27,6 +27,8 @@ class Interval:
     low: float
     high: float
     n: int
+    sd: float = math.nan
+    """Bootstrap intervals: the standard deviation of the resampled values."""
 
     @property
     def excludes_zero(self) -> bool:
@@ -79,7 +81,7 @@ def bootstrap_volumes(
     values = [metric([names[i] for i in rng.integers(0, len(names), len(names))])
               for _ in range(n_resamples)]
     low, high = np.quantile(values, [0.5 - level / 2, 0.5 + level / 2])
-    return Interval(metric(names), float(low), float(high), n_resamples)
+    return Interval(metric(names), float(low), float(high), n_resamples, float(np.std(values)))
 
 
 def resampled(mapping: Mapping[str, T], names: Sequence[str]) -> dict[str, T]:

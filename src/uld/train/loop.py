@@ -37,7 +37,7 @@ from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
 from uld.mining.export import write_slice_boxes
 from uld.mining.gallery import mined_gallery
-from uld.mining.harvest import count_mining, harvest, mine_samples, mine_truth
+from uld.mining.harvest import count_mining, harvest, mine_samples, mine_truth, profile_teacher
 from uld.mining.policy import targets_for_student
 from uld.model.build import build_detector
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
@@ -231,13 +231,17 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, stop: StopOn
                 "mining/mined_per_batch": float(batch_counts.mined),
                 "mining/mined_total": float(records.mining.mined),
                 "mining/true_total": float(records.mining.true),
+                "mining/missing_total": float(records.mining.missing),
+                "mining/found_total": float(records.mining.found),
                 "mining/precision": records.mining.precision,
                 "mining/recall": records.mining.recall,
             })
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", mined=records.mining.mined)
         if ctx.is_main and val_gt and (done % tc.eval_every == 0 or done == tc.iterations):
             result = validate(teacher.module, store, val_gt, config, ctx.device)
-            logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg})
+            profile = profile_teacher(teacher.module, dataset, ctx.device)
+            logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg,
+                                  **(profile.scalars(config.mining.tau) if profile else {})})
             if result.ap > records.best_ap:
                 check_finite_weights(done, [("teacher", teacher.module.state_dict())], last_path, saved_step)
                 records.best_ap, records.best_step = result.ap, done
