@@ -20,9 +20,9 @@ import torch
 
 from uld.atomic import write_text
 from uld.config import load_config, override
+from uld.data.annotations import read_gt
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import SynthConfig, format_summary
-from uld.eval.detections import read_gt
 from uld.experiment.plan import BENCHMARK, RunSpec
 from uld.experiment.report import by_kind, gap_lines, per_seed_table, plot_main_froc, read_run, table_one
 from uld.experiment.runner import ensure_dataset, evaluate_run, train_or_reuse

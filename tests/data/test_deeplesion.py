@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uld.data.annotations import read_gt
 from uld.data.dataset import DatasetFolder
 from uld.data.deeplesion import (
     DL_INFO_COLUMNS,
@@ -31,7 +32,6 @@ from uld.data.deeplesion import (
     subvolume_name,
 )
 from uld.data.volume import read_volume
-from uld.eval.detections import read_gt
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "deeplesion"
 EXCERPT = SHARED / "DL_info_excerpt.csv"

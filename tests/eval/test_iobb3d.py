@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import interpolate
 
+from uld.data.annotations import EvalFormatError, flatten_detections
 from uld.data.deeplesion import parse_subvolume_name
-from uld.eval.detections import EvalFormatError, flatten_detections
 from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt
 from uld.eval.iobb3d import (
     REFERENCE_FP_RATES,

@@ -9,7 +9,7 @@ import pytest
 from scipy import interpolate
 
 from conftest import random_2d_case
-from uld.eval.detections import EvalFormatError
+from uld.data.annotations import EvalFormatError
 from uld.eval.ground_truth import keyslice_images, read_keyslice_gt
 from uld.eval.keyslice import (
     AVG_FP_RATES,

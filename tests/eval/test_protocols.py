@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from uld.data.annotations import EvalFormatError
 from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.breakdown import breakdown, gt_long_axis
-from uld.eval.detections import EvalFormatError
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.iobb3d import evaluate_iobb3d
 from uld.eval.keyslice import FP_RATES, evaluate_keyslice

@@ -33,8 +33,8 @@ from typing import TextIO
 import numpy as np
 
 from uld.atomic import write_text
-from uld.data.checks import decode_error, plain
 from uld.data.volume import Volume, read_volume
+from uld.messages import decode_error, plain
 from uld.outdir import check_finished
 
 SPLITS = ("train", "val", "test", "negatives")

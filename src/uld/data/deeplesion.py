@@ -39,7 +39,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,9 +49,16 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from uld.atomic import write_text
+from uld.data.annotations import EvalFormatError, GroundTruth, read_gt
 from uld.data.dataset import FORMAT_NAME, FORMAT_VERSION, write_csv
+from uld.data.subvolume import (
+    DeepLesionError,
+    check_plain,
+    contiguous_runs,
+    parse_subvolume_name,
+    subvolume_name,
+)
 from uld.data.volume import Volume, write_volume
-from uld.eval.detections import EvalFormatError, GroundTruth, read_gt
 from uld.outdir import staged_folder
 
 __all__ = [
@@ -73,6 +80,7 @@ __all__ = [
     "read_png_slice",
     "spacing_by_folder",
     "subvolume_name",
+    "to_zero_based",
 ]
 
 DL_INFO_COLUMNS = (
@@ -102,14 +110,8 @@ ANNOTATION_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2", "key")
 
 LESION_TYPES = frozenset({-1, 1, 2, 3, 4, 5, 6, 7, 8})
 _SLICE_FILE = re.compile(r"^(\d+)\.png$")
-_SUBVOLUME = re.compile(r"^(?P<folder>\d+_\d+_\d+)_(?P<first>\d+)-(?P<last>\d+)$")
-_FOLDER = re.compile(r"^\d+_\d+_\d+$")
 
 OnError = Literal["stop", "skip"]
-
-
-class DeepLesionError(ValueError):
-    """Bad DeepLesion input; the one-line message names the file, row or volume and the value."""
 
 
 def _check_on_error(on_error: str) -> None:
@@ -430,63 +432,6 @@ def spacing_by_folder(dl_info: DLInfo) -> dict[str, tuple[float, float, float]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sub-volume names
-# ---------------------------------------------------------------------------------------------
-
-
-def contiguous_runs(slice_numbers: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted runs of consecutive numbers: ``[3, 1, 2, 7, 8]`` -> ``[(1, 3), (7, 8)]``.
-
-    Duplicates are ignored; ends are inclusive; an empty input gives ``[]``.
-    """
-    numbers = sorted({int(n) for n in slice_numbers})
-    runs: list[tuple[int, int]] = []
-    for n in numbers:
-        if runs and n == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], n)
-        else:
-            runs.append((n, n))
-    return runs
-
-
-def _check_plain(name: str, what: str) -> None:
-    if (not name or name.startswith((".", "/", "\\")) or ".." in name or "/" in name or "\\" in name
-            or "\x00" in name or (len(name) > 1 and name[1] == ":")):
-        raise DeepLesionError(f"{what} {name!r} is not a plain name: it would leave the data folder")
-
-
-def subvolume_name(folder: str, first: int, last: int) -> str:
-    """``f"{folder}_{first:03d}-{last:03d}"``, e.g. ``001344_01_01_012-024`` (ends inclusive)."""
-    _check_plain(folder, "series folder")
-    if not _FOLDER.match(folder):
-        raise DeepLesionError(f"series folder {folder!r} is not <patient>_<study>_<series>")
-    if not 0 <= first <= last:
-        raise DeepLesionError(f"sub-volume of {folder!r}: slices {first}-{last} are not first <= last")
-    return f"{folder}_{first:03d}-{last:03d}"
-
-
-def parse_subvolume_name(name: str) -> tuple[str, int, int]:
-    """``"001344_01_01_012-024"`` -> ``("001344_01_01", 12, 24)``.
-
-    Raises :class:`DeepLesionError` for a name that is not ``<folder>_<first>-<last>`` with
-    ``first <= last``, or that would leave the data folder (``..``, ``/``, ``\\``, absolute).
-    """
-    if not isinstance(name, str):
-        raise DeepLesionError(f"sub-volume name {name!r} is not a string")
-    _check_plain(name, "sub-volume name")
-    match = _SUBVOLUME.match(name)
-    if not match:
-        raise DeepLesionError(
-            f"sub-volume name {name!r} is not <patient>_<study>_<series>_<first>-<last> "
-            "(e.g. 001344_01_01_012-024)"
-        )
-    first, last = int(match["first"]), int(match["last"])
-    if first > last:
-        raise DeepLesionError(f"sub-volume name {name!r}: first slice {first} > last slice {last}")
-    return match["folder"], first, last
-
-
-# ---------------------------------------------------------------------------------------------
 # PNG slices and the Images_png tree
 # ---------------------------------------------------------------------------------------------
 
@@ -611,12 +556,12 @@ class DeepLesionImages:
         return list(self._folders)
 
     def has_folder(self, folder: str) -> bool:
-        _check_plain(folder, "series folder")
+        check_plain(folder, "series folder")
         return folder in self.series_folders()
 
     def _files(self, folder: str) -> dict[int, str]:
         if folder not in self._slices:
-            _check_plain(folder, "series folder")
+            check_plain(folder, "series folder")
             path = self.images / folder
             if not path.is_dir():
                 raise DeepLesionError(f"{path}: series folder not found")
@@ -730,7 +675,9 @@ class PaperSplit:
                 for k, v in self.sets().items()}
 
 
-def _to_zero_based(box: np.ndarray) -> np.ndarray:
+def to_zero_based(box: np.ndarray) -> np.ndarray:
+    """A Lesion Harvester box (1-based, as DL_info) as ``[x1, y1, x2, y2]`` 0-based pixels,
+    clamped at 0 (a 1-based coordinate below 1 would otherwise fall outside the image)."""
     return np.maximum(np.asarray(box, dtype=np.float64)[:4] - 1.0, 0.0)
 
 
@@ -743,7 +690,7 @@ def paper_split(
     """Build the paper's split (see :class:`PaperSplit`).
 
     harvester_dir: the folder holding ``Revised-Train100.pkl``, ``Revised-Test1071.pkl`` and
-        ``Revised-Train744.pkl`` (read with :func:`uld.eval.detections.read_gt`).
+        ``Revised-Train744.pkl`` (read with :func:`uld.data.annotations.read_gt`).
     images: when given, sub-volumes come from the PNG files: a training key slice belongs to the
         run of files that holds it (which must equal DL_info's ``Slice_range``), and every
         Lesion Harvester sub-volume must be a run of files. A missing series folder, a missing
@@ -789,7 +736,7 @@ def paper_split(
                     fail(f"{images.images / folder}: {name} ({which}) is not a run of the slice files "
                          f"(runs {images.subvolumes(folder)})")
                     continue
-            kept[name] = [(z, _to_zero_based(b)) for z, b in boxes]
+            kept[name] = [(z, to_zero_based(b)) for z, b in boxes]
         full[which] = kept
 
     train: GroundTruth = {}

@@ -65,7 +65,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from uld.eval.detections import MAX_Z, FlatDetections, flatten_detections, flatten_gt
+from uld.data.annotations import MAX_Z, FlatDetections, flatten_detections, flatten_gt
 from uld.eval.p3d import UnknownVolumeError
 
 __all__ = [
@@ -323,10 +323,10 @@ class KeySliceMatches:
     boxes (ndarray[D, 4], float64): the detections' ``x1, y1, x2, y2``.
     image_index (ndarray[D], int64): image of each detection (into ``images``).
     tracklet_index (ndarray[D], int64): the tracklet it came from (detections-dict order
-        over all volumes, as :class:`~uld.eval.detections.FlatDetections` counts them).
+        over all volumes, as :class:`~uld.data.annotations.FlatDetections` counts them).
     hit_ptr (ndarray[D + 1], int64), hit_gt (ndarray[H], int64): detection ``d`` hits boxes
         ``hit_gt[hit_ptr[d]:hit_ptr[d + 1]]`` (ground-truth order: volumes in dict order,
-        then list order, as :func:`uld.eval.detections.flatten_gt`), ascending.
+        then list order, as :func:`uld.data.annotations.flatten_gt`), ascending.
     hit_iou (ndarray[H], float64): the IoU of each hit (``>= iou_threshold``).
     gt_image_index (ndarray[P], int64): image of each ground-truth box.
     images (tuple[tuple[str, int], ...]): the key-slice images ``(volume, z)``.
@@ -400,7 +400,7 @@ def match_keyslice(
     iou_threshold: hit when the +1 IoU is ``>= iou_threshold``, ``0 < iou_threshold <= 1``.
     score: ``"box"`` (each box's own score) or ``"tracklet"`` (its tracklet's maximum).
 
-    Validates both inputs (:class:`~uld.eval.detections.EvalFormatError`); a detection volume
+    Validates both inputs (:class:`~uld.data.annotations.EvalFormatError`); a detection volume
     that the ground truth does not list raises :class:`~uld.eval.p3d.UnknownVolumeError`.
     """
     thr = check_threshold("iou_threshold", iou_threshold)

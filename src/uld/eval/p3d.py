@@ -69,13 +69,7 @@ import numpy as np
 from scipy.interpolate import interp1d
 
 from uld.boxes import iou_plus1
-from uld.eval.detections import (
-    MAX_Z,
-    FlatDetections,
-    FlatGroundTruth,
-    flatten_detections,
-    flatten_gt,
-)
+from uld.data.annotations import MAX_Z, FlatDetections, FlatGroundTruth, flatten_detections, flatten_gt
 
 __all__ = [
     "AVG_FP_RATES",
@@ -205,12 +199,12 @@ def match_p3d(
 ) -> P3DMatches:
     """Match every tracklet against the ground-truth boxes of its volume (P3D IoU).
 
-    gt: ``{volume: [(z, [x1, y1, x2, y2]), ...]}`` (see :mod:`uld.eval.detections`).
+    gt: ``{volume: [(z, [x1, y1, x2, y2]), ...]}`` (see :mod:`uld.data.annotations`).
     detections: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``.
     iou_threshold: a tracklet hits a box when the overlap is ``>= iou_threshold``;
         ``0 < iou_threshold <= 1``.
 
-    Both inputs are validated (:class:`uld.eval.detections.EvalFormatError`); a detection
+    Both inputs are validated (:class:`uld.data.annotations.EvalFormatError`); a detection
     volume missing from ``gt`` raises :class:`UnknownVolumeError` naming it.
     """
     if not (0.0 < float(iou_threshold) <= 1.0):

@@ -20,9 +20,9 @@ import torch
 
 from uld.atomic import write_text
 from uld.config import Config, load_config, override
+from uld.data.annotations import read_gt
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import format_summary
-from uld.eval.detections import read_gt
 from uld.experiment.plan import BUDGETS, MAIN, TAUS, Budget, RunSpec, paper_runs, select_runs
 from uld.experiment.report import (
     ablation_table,

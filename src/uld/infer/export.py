@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from uld.atomic import write_text
+from uld.data.annotations import Tracklet
 from uld.data.volume import Volume
-from uld.infer.link import Tracklet
 from uld.infer.overlay import SOFT_TISSUE_WINDOW, slice_overlay_figure, write_png
 
 __all__ = [

@@ -31,11 +31,11 @@ import uld
 from uld.atomic import write_text
 from uld.config import Config, config_from_dict, config_to_dict, save_config, upgrade_saved_config
 from uld.data.samples import KeySliceDataset, Sample, collate
+from uld.data.slice_boxes import write_slice_boxes
 from uld.data.sources import open_training_data
 from uld.data.transforms import resize_image, scale_boxes
 from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
-from uld.mining.export import write_slice_boxes
 from uld.mining.gallery import mined_gallery
 from uld.mining.harvest import count_mining, harvest, mine_samples, mine_truth, profile_teacher
 from uld.mining.policy import targets_for_student
@@ -298,7 +298,7 @@ def export_mined(
     device: torch.device | str = "cpu", progress: bool = False,
 ) -> dict[str, Any]:
     """Mine the whole training set with the final teacher; write ``MinedLesions.pkl``,
-    ``mined_lesions.json`` (``uld.mining.export``) and the gallery ``mined_lesions.png``.
+    ``mined_lesions.json`` (``uld.data.slice_boxes``) and the gallery ``mined_lesions.png``.
     Returns the counts (precision and recall where the truth is known)."""
     mined, counts = harvest(teacher, dataset, config.mining, device,
                             config.infer.batch_size, progress)
