@@ -21,8 +21,8 @@ import numpy as np
 from uld.data.annotations import Detections
 from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.breakdown import breakdown, gt_long_axis
+from uld.eval.froc import FP_RATES
 from uld.eval.ground_truth import GroundTruth3D
-from uld.eval.keyslice import FP_RATES
 from uld.eval.protocols import PROTOCOLS, match_protocol, protocol_result, read_protocol_gt
 
 T = TypeVar("T")

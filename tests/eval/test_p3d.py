@@ -12,16 +12,8 @@ from scipy.interpolate import interp1d
 
 from conftest import random_2d_case
 from uld.data.annotations import EvalFormatError, read_gt
-from uld.eval.p3d import (
-    AVG_FP_RATES,
-    FP_RATES,
-    UnknownVolumeError,
-    evaluate_p3d,
-    froc_sensitivity,
-    match_p3d,
-    p3d_metrics,
-    voc_ap,
-)
+from uld.eval.froc import AVG_FP_RATES, FP_RATES, UnknownVolumeError, froc_sensitivity
+from uld.eval.p3d import evaluate_p3d, match_p3d, p3d_metrics, voc_ap
 from uld.eval.plots import plot_froc
 
 REVISED_TEST = (Path(__file__).resolve().parents[3] / "shared" / "deeplesion" / "lesion_harvester"

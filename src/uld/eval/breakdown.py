@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 
 from uld.data.annotations import flatten_gt
+from uld.eval.froc import AVG_FP_RATES, froc_walk, operating_index
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.iobb3d import IOBB3DMatches
-from uld.eval.keyslice import AVG_FP_RATES, KeySliceMatches, froc_walk, operating_index
+from uld.eval.keyslice import KeySliceMatches
 from uld.eval.p3d import P3DMatches
 
 __all__ = [

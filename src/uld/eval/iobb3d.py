@@ -52,18 +52,18 @@ import numpy as np
 
 from uld.data.annotations import EvalFormatError, FlatDetections, flatten_detections
 from uld.data.subvolume import DeepLesionError, parse_subvolume_name
-from uld.eval.ground_truth import GroundTruth3D
-from uld.eval.keyslice import (
+from uld.eval.froc import (
     AVG_FP_RATES,
     FP_RATES,
     FrocResult,
+    TrackletHits,
     check_known_volumes,
     check_threshold,
     csr_pointers,
     official_froc_result,
     pair_ranges,
 )
-from uld.eval.p3d import TrackletHits
+from uld.eval.ground_truth import GroundTruth3D
 
 __all__ = [
     "IOBB_THRESHOLD",

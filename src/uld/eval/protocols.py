@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from uld.data.annotations import EvalFormatError, GroundTruth, read_gt
+from uld.eval.froc import FP_RATES, FrocResult
 from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt, read_keyslice_gt
 from uld.eval.iobb3d import IOBB3DMatches, iobb3d_metrics, match_iobb3d
-from uld.eval.keyslice import FP_RATES, FrocResult, KeySliceMatches, keyslice_metrics, match_keyslice
+from uld.eval.keyslice import KeySliceMatches, keyslice_metrics, match_keyslice
 from uld.eval.p3d import P3DMatches, P3DResult, match_p3d, p3d_metrics
 
 __all__ = [

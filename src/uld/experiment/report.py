@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from uld.atomic import atomic_path
-from uld.eval.p3d import AVG_FP_RATES as FP_RATES
+from uld.eval.froc import AVG_FP_RATES as FP_RATES
 from uld.eval.plots import plot_froc
 from uld.experiment.plan import RunSpec
 from uld.experiment.stats import Interval, closed_share, paired_by_seed
