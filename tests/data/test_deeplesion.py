@@ -474,7 +474,7 @@ def test_convert_errors_stop_or_skip(tmp_path, small_deeplesion):
 
 
 def test_a_lazy_subvolume_reads_only_the_slices_a_stack_needs(deeplesion_tree, tmp_path, monkeypatch):
-    import uld.data.deeplesion as dl
+    import uld.data.deeplesion.images as dl
     from uld.data.stack import slice_stacks
 
     hu = {n: np.full((6, 7), 10 * n, dtype=np.int16) for n in range(30, 50)}
