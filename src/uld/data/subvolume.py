@@ -1,14 +1,17 @@
 """DeepLesion sub-volume names, ``<folder>_<first:03d>-<last:03d>`` (Lesion Harvester's naming).
 
 ``<folder>`` is ``<patient:06d>_<study:02d>_<series:02d>``; a sub-volume is one contiguous run
-of a series' slices, both ends inclusive. Only the standard library is imported here, so the
-evaluation can parse names without loading an image library.
+of a series' slices, both ends inclusive. Nothing but the standard library and
+:func:`uld.outdir.leaves_folder` is imported here, so the evaluation can parse names without
+loading an image library.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+
+from uld.outdir import leaves_folder
 
 _SUBVOLUME = re.compile(r"^(?P<folder>\d+_\d+_\d+)_(?P<first>\d+)-(?P<last>\d+)$")
 _FOLDER = re.compile(r"^\d+_\d+_\d+$")
@@ -34,9 +37,8 @@ def contiguous_runs(slice_numbers: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def check_plain(name: str, what: str) -> None:
-    """Refuse a name that would leave the data folder (``..``, a separator, absolute, a drive)."""
-    if (not name or name.startswith((".", "/", "\\")) or ".." in name or "/" in name or "\\" in name
-            or "\x00" in name or (len(name) > 1 and name[1] == ":")):
+    """Refuse a name that would leave the data folder (:func:`uld.outdir.leaves_folder`)."""
+    if leaves_folder(name):
         raise DeepLesionError(f"{what} {name!r} is not a plain name: it would leave the data folder")
 
 
