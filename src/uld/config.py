@@ -2,7 +2,7 @@
 
 YAML file -> nested dataclasses -> ``--set section.key=value`` overrides -> frozen ``Config``.
 Every field has a default here, and the defaults are the paper's published settings
-(``../shared/docs/METHOD.md``); other presets (``demo``, ...) live in ``uld/configs/*.yaml``
+(``docs/method.md``); other presets (``demo``, ...) live in ``uld/configs/*.yaml``
 and only list what they change. Unknown keys are errors that name the key. The resolved
 config is written into every run folder and every checkpoint.
 """

@@ -1,8 +1,8 @@
 """The Lesion Harvester P3D evaluation: 3D tracklets against 2D ground-truth boxes.
 
 Reproduces the protocol of Lesion Harvester's ``evaluation.py`` (Cai et al.) to the last
-digit wherever that script returns finite numbers; see METHOD.md, "Evaluation (P3D IoU,
-Lesion Harvester protocol)". Structured as "match once, then metrics":
+digit wherever that script returns finite numbers (docs/method.md, "What the method does").
+Structured as "match once, then metrics":
 :func:`match_p3d` turns ground truth and detections into arrays (which tracklet hits which
 box), :func:`p3d_metrics` computes AP and the FROC from them.
 

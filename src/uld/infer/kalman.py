@@ -1,7 +1,7 @@
 """Link per-slice 2D detections into 3D lesions ("tracklets") with a Kalman filter along z.
 
-METHOD.md ("Inference") links the 2D boxes of a volume with a Kalman filter, as Lesion Harvester
-did, but no public text gives that filter. This is our design; ``docs/linking.md`` explains it
+The method (docs/method.md) links the 2D boxes of a volume with a Kalman filter, as Lesion
+Harvester did, but no public text gives that filter. This is our design; ``docs/linking.md`` explains it
 for users and reports what it measured against :func:`uld.infer.link.link_by_iou`.
 
 State and motion model

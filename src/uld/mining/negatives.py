@@ -1,4 +1,4 @@
-"""Hard negatives (P-, METHOD.md): confident detections on fully annotated volumes that match
+"""Hard negatives (P-, docs/method.md): confident detections on fully annotated volumes that match
 no lesion.
 
 A detection on slice z is a hard negative when its score is at least ``min_score`` and it
