@@ -153,6 +153,29 @@ def _experiment(args: argparse.Namespace) -> None:
     print(f"report: {report}")
 
 
+def _review(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
+    from uld.review import build_review
+
+    if not args.lesions:
+        raise ValueError("uld review needs --lesions (a uld predict folder or a run folder); "
+                         "uld review apply turns verdicts into labels")
+    page = build_review(args.lesions, args.data, args.out, scans=args.scans, neighbours=args.neighbours,
+                        min_score=args.min_score, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"review written: {page} (open it in a browser; a accept, r reject, u unsure, e export)")
+
+
+def _review_apply(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
+    from uld.review import apply_verdicts
+
+    summary = apply_verdicts(args.verdicts, args.data, args.out, review=args.review,
+                             overwrite=args.overwrite)
+    print(f"{summary['accepted_lesions']} accepted lesions ({summary['rows_added']} boxes) of review "
+          f"{summary['review_id']} added; dataset written to {summary['out']} "
+          f"(train on it with: uld train --data {summary['out']} ...)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.demo import run_demo
@@ -311,6 +334,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1; 2 on a 2-core machine is about 1.4x faster)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_experiment)
+
+    p = sub.add_parser(
+        "review", help="a review page of predicted or mined lesions; 'review apply' adds the accepted ones",
+        description="Writes OUT/index.html (open it from the file system; keyboard: a accept, r reject, "
+        "u unsure, arrows move, e export verdicts.json), OUT/images/ and OUT/manifest.json. "
+        "'uld review apply --verdicts verdicts.json --data DIR --out NEWDIR' writes a copy of the "
+        "dataset with the accepted lesions added to annotations.csv (column provenance).",
+    )
+    p.add_argument("--lesions", help="a uld predict output folder, a run folder with mined_lesions.json, "
+                   "or a mined_lesions.json")
+    p.add_argument("--data", help="dataset folder holding the volumes (default: the run's data.root, or "
+                   "the scans the predictions name)")
+    p.add_argument("--scans", nargs="+", default=[], metavar="SCAN",
+                   help="NIfTI files / DICOM folders of the predicted volumes (matched by name)")
+    p.add_argument("--out", help="review folder to write (index.html, images/, manifest.json)")
+    p.add_argument("--neighbours", type=int, default=3, help="slices shown on either side of the peak (3)")
+    p.add_argument("--min-score", type=float, default=0.0, help="leave out lesions scoring below this")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that is not an earlier review")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_review)
+    review_sub = p.add_subparsers(dest="review_command")
+    q = review_sub.add_parser("apply", help="a new dataset folder with the accepted lesions as labels")
+    q.add_argument("--verdicts", required=True, help="verdicts.json exported from the review page")
+    q.add_argument("--data", required=True, help="the dataset folder (never edited)")
+    q.add_argument("--out", required=True, help="the new dataset folder")
+    q.add_argument("--review", help="the review folder (default: the one verdicts.json names)")
+    q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    q.set_defaults(run=_review_apply)
 
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")
