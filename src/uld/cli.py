@@ -65,6 +65,7 @@ def _predict(args: argparse.Namespace) -> None:
     summary = predict_scans(
         model, config, sources, args.out, device, min_score=args.min_score,
         overlays=not args.no_overlays, max_overlays=args.max_overlays, progress=not args.quiet,
+        dicom_sr=args.dicom_sr,
     )
     print(
         f"{summary['tracklets']} tracklets in {summary['volumes']} volumes "
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "detections.json keeps every tracklet")
     p.add_argument("--max-overlays", type=int, default=20, help="overlay PNGs per volume at most")
     p.add_argument("--no-overlays", action="store_true", help="write no PNGs")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="also write NAME.sr.dcm per DICOM series: a TID 1500 Structured Report, each "
+                   "lesion a planar ROI on its peak slice with its score (for PACS / OHIF)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an inference value, e.g. --set infer.batch_size=32")
     p.add_argument("--quiet", action="store_true")
