@@ -77,7 +77,6 @@ def _predict(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.atomic import write_text
-    from uld.eval.plots import plot_froc
     from uld.eval.session import evaluate_files
 
     options = {"score": args.score} if args.protocol == "keyslice" else {}
@@ -88,6 +87,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         write_text(args.json, json.dumps(evaluation.to_json(), indent=2) + "\n")
     if args.plot:
+        from uld.eval.plots import plot_froc  # matplotlib: only when a plot is asked for
+
         result = evaluation.result
         label = Path(args.detections).stem
         plot_froc({label: (result.fps, result.sens)}, args.plot,
@@ -383,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shows the traceback)."""
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.outdir import check_out_folder
-    from uld.train.guard import TrainingInterrupted
+    from uld.train.interrupt import TrainingInterrupted  # torch-free: evaluate starts without torch
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
