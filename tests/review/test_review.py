@@ -42,16 +42,16 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def mined_run(dataset: Path, run: Path) -> list[SliceBox]:
+def mined_run(dataset: Path, run: Path, limit: int = 12) -> list[SliceBox]:
     """A run folder as training leaves it: config.yaml naming the data, and mined_lesions.json
     holding the train split's unlabeled boxes of the complete labels (what a perfect teacher mines)."""
     folder = DatasetFolder(dataset)
     full, labels = folder.annotations("annotations_full.csv"), folder.annotations()
     labelled = {(str(v), int(z), tuple(b)) for v, z, b in zip(labels.volume, labels.z, labels.boxes)}
     train = set(folder.volumes("train"))
-    boxes = [SliceBox(str(v), int(z), tuple(float(x) for x in b), round(0.99 - 0.01 * i, 3))
+    boxes = [SliceBox(str(v), int(z), tuple(float(x) for x in b), round(0.99 - 0.005 * i, 4))
              for i, (v, z, b) in enumerate(zip(full.volume, full.z, full.boxes))
-             if str(v) in train and (str(v), int(z), tuple(b)) not in labelled][:12]
+             if str(v) in train and (str(v), int(z), tuple(b)) not in labelled][:limit]
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(f"data:\n  root: {dataset}\n  format: folder\n")
     write_slice_boxes(boxes, run / "MinedLesions.pkl", run / "mined_lesions.json", "mined_lesions")

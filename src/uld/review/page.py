@@ -37,7 +37,7 @@ header input { width: 64px; }
 kbd { border: 1px solid #555; border-radius: 3px; padding: 0 3px; background: #222; }
 #cards { display: flex; flex-wrap: wrap; gap: 8px; padding: 10px; }
 .card { width: 404px; background: #1b1b1b; border: 2px solid #333; border-radius: 6px; padding: 6px;
-  content-visibility: auto; contain-intrinsic-size: 404px 260px; }
+  content-visibility: auto; contain-intrinsic-size: 404px 260px; scroll-margin: 96px 0 12px; }
 .card.current { border-color: #fff; box-shadow: 0 0 0 2px #888; }
 .card.accept { border-color: #2e9e44; } .card.reject { border-color: #c0392b; }
 .card.unsure { border-color: #d4a017; }
