@@ -1,6 +1,7 @@
 """9-slice 2.5D stacks per second straight from DeepLesion-style 16-bit PNGs, on one core.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_png_stacks.py [--slices 60] [--size 512] [--stacks 60]
+        [--workers 0,1,2,4] [--loader-samples 64] [--json FILE] [--only-loader]
 
 Writes ``--slices`` CT-like ``--size``x``--size`` 16-bit PNG slices (HU + 32768, like
 DeepLesion's ``Images_png``) into a temporary folder, then measures
@@ -16,6 +17,10 @@ DeepLesion's ``Images_png``) into a temporary folder, then measures
    the same, then resampled to 0.8 mm pixels, longer side capped at 512) from 0.6 and 0.9 mm
    pixels.
 
+4. with ``--workers``: samples/s of item 3 (1 mm slices, 0.9 mm pixels: 9 PNG reads per
+   sample) through a ``torch.utils.data.DataLoader`` with each number of worker processes, as
+   ``uld train`` builds it (persistent workers, prefetch 2, batch 2); what a GPU can be fed.
+
 Single-threaded: OMP/MKL/OpenBLAS threads are set to 1 before numpy loads and SimpleITK's
 global thread count to 1. Not part of the test suite.
 """
@@ -28,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -36,6 +42,7 @@ from typing import TypeVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from uld.config import load_config  # noqa: E402
@@ -118,6 +125,37 @@ def check_against_full_volume(images: DeepLesionImages, name: str, slice_mm: flo
         np.testing.assert_array_equal(stack_from_pngs(images, name, centre, slice_mm), want)
 
 
+class PngSamples(torch.utils.data.Dataset):
+    """Model inputs of ``centres`` read from the PNGs each time (no cache), as training reads."""
+
+    def __init__(self, root: str, name: str, centres: Sequence[int]) -> None:
+        self.root, self.name, self.centres = root, name, list(centres)
+        self.images: DeepLesionImages | None = None
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self.images is None:  # opened in each worker
+            self.images = DeepLesionImages(self.root)
+        return torch.from_numpy(model_input(self.images, self.name, self.centres[index], 1.0, 0.9))
+
+
+def loader_rate(dataset: PngSamples, workers: int, samples: int) -> float:
+    """Samples per second through a DataLoader with ``workers`` processes (after one batch of
+    warm-up: the workers' start is not counted, as persistent workers start once per run)."""
+    indices = [i % len(dataset) for i in range(samples + 2)]
+    batches = [indices[i:i + 2] for i in range(0, len(indices), 2)]
+    extra = {"persistent_workers": True, "prefetch_factor": 2} if workers else {}
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                         collate_fn=list, **extra)
+    it = iter(loader)
+    next(it)
+    start = time.perf_counter()
+    n = sum(len(batch) for batch in it)
+    return n / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, default=60)
@@ -125,6 +163,10 @@ def main() -> None:
     parser.add_argument("--stacks", type=int, default=60, help="stacks timed per series")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", default="", help="comma-separated DataLoader worker counts")
+    parser.add_argument("--loader-samples", type=int, default=64)
+    parser.add_argument("--only-loader", action="store_true", help="skip items 1-3")
+    parser.add_argument("--json", help="append the loader figures as one JSON line to this file")
     args = parser.parse_args()
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
 
@@ -141,6 +183,19 @@ def main() -> None:
 
         images = DeepLesionImages(tmp)
         name = images.subvolume_names("000001_01_01")[0]
+        if args.workers:
+            dataset = PngSamples(tmp, name, np.linspace(0, len(paths) - 1, 32).round().astype(int))
+            rates = {}
+            for workers in (int(w) for w in args.workers.split(",")):
+                rates[workers] = loader_rate(dataset, workers, args.loader_samples)
+                print(f"DataLoader, {workers:2d} workers: {rates[workers]:6.1f} samples/s "
+                      f"(1 mm slices, 0.9 -> 0.8 mm pixels, 9 PNG reads per sample)")
+            if args.json:
+                with open(args.json, "a") as handle:
+                    handle.write(json.dumps({"loader_samples_per_s": rates, "size": args.size,
+                                             "cores": len(os.sched_getaffinity(0))}) + "\n")
+        if args.only_loader:
+            return
         for slice_mm in (5.0, 1.0):
             check_against_full_volume(images, name, slice_mm)
             centres = np.linspace(0, len(paths) - 1, args.stacks).round().astype(int)

@@ -239,3 +239,22 @@ def random_2d_case(
             tracklets.append(rows)
         dets[name] = tracklets
     return gt, dets
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped, with the reason, without one")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped with a printed reason where torch sees no CUDA GPU."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch  # only when GPU tests were collected
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU here (torch.cuda.is_available() is False); "
+                                   "benchmarks/gpu/check.sh runs these on one")
+    for item in gpu_items:
+        item.add_marker(skip)
