@@ -2,8 +2,9 @@
 
 Usage: ``python two_nodes_worker.py OUT DATASET KEY=VALUE ...``. Trains with ``uld.train.loop``
 and, besides the run folder (rank 0), writes ``OUT/rank{R}.json`` (the samples this rank
-trained on at each step) and ``OUT/rank{R}.pt`` (its student's final weights: the parameters, which DDP keeps equal;
-BatchNorm running statistics are rank 0's, broadcast at each forward, and rank 0 saves them).
+trained on at each step) and ``OUT/rank{R}.pt`` (its student's final parameters, which DDP
+keeps equal; BatchNorm running statistics are rank 0's, broadcast at each forward, and rank 0
+alone saves them).
 """
 
 from __future__ import annotations
