@@ -85,7 +85,8 @@ def read_pillow(path: Path) -> np.ndarray:
 
 
 def read_sitk(path: Path) -> np.ndarray:
-    pixels = sitk.GetArrayViewFromImage(sitk.ReadImage(str(path), imageIO="PNGImageIO"))
+    image = sitk.ReadImage(str(path), imageIO="PNGImageIO")  # alive while its view is read
+    pixels = sitk.GetArrayViewFromImage(image)
     return (pixels ^ np.uint16(HU_OFFSET)).view(np.int16)
 
 
