@@ -100,6 +100,7 @@ def train_step(
     backward and the optimiser step stay fp32 (through ``scaler``, a ``GradScaler``, for
     fp16). The losses come to the host once per step, for the guard and the records."""
     tc = config.train
+    host_batch = batch  # the mining diagnostics compare on the host
     batch = [sample.to(device, non_blocking=True) for sample in batch]  # pinned: asynchronous
     lr = learning_rate(step, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
                        tc.lr_decay_at, tc.lr_decay_gamma)
@@ -135,7 +136,7 @@ def train_step(
     total = values.pop("total")
     return StepResult(
         step=step, losses=values, loss=total, lr=lr, ema_momentum=momentum,
-        mining=count_mining(batch, mined) if mining_now else MiningCounts(),
+        mining=count_mining(host_batch, mined) if mining_now else MiningCounts(),
         teacher_seconds=t1 - t0, student_seconds=t2 - t1,
     )
 
