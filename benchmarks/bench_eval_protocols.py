@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from uld.data.annotations import Detections
 from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.breakdown import breakdown, gt_long_axis
-from uld.eval.detections import Detections
+from uld.eval.froc import FP_RATES
 from uld.eval.ground_truth import GroundTruth3D
-from uld.eval.keyslice import FP_RATES
 from uld.eval.protocols import PROTOCOLS, match_protocol, protocol_result, read_protocol_gt
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ model file, data folder and split are the same; ``--redetect`` after a change to
 ``infer.overlap``) and :func:`uld.infer.kalman.link_kalman` (the run's
 ``infer.kalman``, i.e. the :class:`KalmanLinkerParams` defaults for runs that set none) and prints
 per linker: tracklet purity (per tracklet and box-weighted), lesion completeness, fragments per
-lesion, tracklets, tracklets mixing two lesions (:mod:`uld.infer.linking_quality`, against
+lesion, tracklets, tracklets mixing two lesions (:mod:`uld.eval.linking_quality`, against
 ``annotations_full.csv``), the linking time per volume (best of 3), and the P3D AVG / AP in %
 (:func:`uld.eval.p3d.evaluate_p3d`) against the split's ``annotations.csv`` (key slices, what
 ``uld evaluate`` uses) and against every slice of every lesion (``annotations_full.csv``).
@@ -44,12 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from uld.config import InferConfig
-from uld.eval.detections import GroundTruth, read_gt
+from uld.config import InferConfig, KalmanLinkerParams
+from uld.data.annotations import GroundTruth, Tracklet, read_gt
+from uld.eval.linking_quality import LesionTruth, LinkingQuality, linking_quality, read_lesion_truth
 from uld.eval.p3d import P3DResult, evaluate_p3d
-from uld.infer.kalman import KalmanLinkerParams, link_kalman
-from uld.infer.link import SliceDetections, Tracklet, link_by_iou
-from uld.infer.linking_quality import LesionTruth, LinkingQuality, linking_quality, read_lesion_truth
+from uld.infer.kalman import link_kalman
+from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.predict import find_lesions
 
 Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]

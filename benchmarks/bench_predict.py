@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uld.data.sources import dataset_sources
 from uld.infer.export import read_slicer_roi
 from uld.infer.predict import load_model
-from uld.infer.scans import dataset_sources, predict_scans
+from uld.infer.scans import predict_scans
 
 
 def main() -> None:

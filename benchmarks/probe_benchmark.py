@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from uld.config import load_config, override
+from uld.data.annotations import read_gt
 from uld.data.synth import SynthConfig
-from uld.eval.detections import read_gt
 from uld.experiment.runner import ensure_dataset, evaluate_run, train_or_reuse
 
 RUNS = {

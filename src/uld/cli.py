@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
 
     config = SynthConfig(
@@ -25,6 +26,7 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.config import load_config
     from uld.train.loop import train
 
@@ -33,7 +35,7 @@ def _train(args: argparse.Namespace) -> None:
     try:
         summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
     finally:  # under torchrun a failed rank must still close gloo/NCCL before exiting
-        import torch.distributed
+        import torch.distributed  # here, like the imports above, to keep start-up fast
 
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -42,11 +44,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     import torch
 
     from uld.config import override
+    from uld.data.sources import dataset_sources, deeplesion_sources, scan_sources
     from uld.infer.predict import load_model
-    from uld.infer.scans import dataset_sources, deeplesion_sources, predict_scans, scan_sources
+    from uld.infer.scans import predict_scans
 
     sources = scan_sources(args.scans)
     if args.data:
@@ -70,6 +74,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.atomic import write_text
     from uld.eval.plots import plot_froc
     from uld.eval.session import evaluate_files
@@ -91,6 +96,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.data.deeplesion import convert_deeplesion
 
     root = Path(args.root)
@@ -109,11 +115,13 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _mine_negatives(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     import torch
 
-    from uld.eval.detections import read_gt
+    from uld.data.annotations import read_gt
+    from uld.data.deeplesion import HARVESTER_FILES, to_zero_based
+    from uld.data.sources import dataset_sources, deeplesion_sources
     from uld.infer.predict import load_model
-    from uld.infer.scans import dataset_sources, deeplesion_sources
     from uld.mining.negatives import NegativeRule, mine_negatives, pool_truth
 
     if bool(args.data) == bool(args.deeplesion):
@@ -121,13 +129,11 @@ def _mine_negatives(args: argparse.Namespace) -> None:
     if args.data:
         sources, truth = dataset_sources(args.data, "negatives"), pool_truth(args.data)
     else:
-        from uld.data.deeplesion import HARVESTER_FILES
-
         root = Path(args.deeplesion)
         harvester = Path(args.harvester) if args.harvester else root / "lesion_harvester"
         sources = deeplesion_sources(root, paper_set="negatives", harvester_dir=str(harvester))
         pool = read_gt(harvester / HARVESTER_FILES["negatives"])  # 1-based, as DL_info
-        truth = {name: [(z, box - 1.0) for z, box in boxes] for name, boxes in pool.items()}
+        truth = {name: [(z, to_zero_based(box)) for z, box in boxes] for name, boxes in pool.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, config = load_model(args.model, device)
     rule = NegativeRule(args.min_score, args.match_iou, args.z_margin, args.per_volume)
@@ -143,6 +149,7 @@ def _check_workers(workers: int) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.experiment.paper import run_paper_experiment
 
     _check_workers(args.workers)
@@ -153,6 +160,7 @@ def _experiment(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.demo import run_demo
 
     _check_workers(args.workers)
@@ -326,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed write (one line naming the file, row or value); 130 interrupted (Ctrl-C; training
     saves ``last.pt`` first and says how to resume); 1 an unexpected error (one line; ``--debug``
     shows the traceback)."""
+    # imported here, not at the top: `uld --help` and every other command start without it
     from uld.outdir import check_out_folder
     from uld.train.guard import TrainingInterrupted
 

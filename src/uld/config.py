@@ -2,7 +2,7 @@
 
 YAML file -> nested dataclasses -> ``--set section.key=value`` overrides -> frozen ``Config``.
 Every field has a default here, and the defaults are the paper's published settings
-(``../shared/docs/METHOD.md``); other presets (``demo``, ...) live in ``uld/configs/*.yaml``
+(``docs/method.md``); other presets (``demo``, ...) live in ``uld/configs/*.yaml``
 and only list what they change. Unknown keys are errors that name the key. The resolved
 config is written into every run folder and every checkpoint.
 """
@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
+from uld.atomic import write_text
 from uld.config_ranges import range_problem
-from uld.infer.kalman import KalmanLinkerParams
-from uld.infer.link import OverlapLinkerParams
+from uld.messages import decode_error
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -104,7 +105,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """Mean-teacher lesion mining (METHOD.md, 'The framework'; README, 'Mining settings')."""
+    """Mean-teacher lesion mining (docs/method.md, 'The framework'; README, 'Mining settings')."""
 
     policy: Literal["none", "add", "ignore"] = "add"
     """``add``: mined boxes become foreground; ``ignore``: anchors and proposals on them leave
@@ -187,6 +188,56 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     """'auto' = CUDA when available, else CPU."""
+
+
+@dataclass(frozen=True)
+class KalmanLinkerParams:
+    """Parameters of :func:`link_kalman`; lengths are pixels, steps are slices.
+
+    Noise standard deviations are fractions of the track's size ``s = sqrt(w h)`` (pixels per
+    slice for the process and velocity entries), see the module docstring.
+    """
+
+    max_gap: int = 1
+    """Missed slices a track may bridge: it is closed when its last box lies more than
+    ``max_gap + 1`` slices behind the current one (same meaning as in ``link_by_iou``)."""
+    gate: float = 13.28
+    """Largest squared Mahalanobis distance of a pair (99 % of chi-square, 4 degrees)."""
+    pos_measure_std: float = 0.1
+    """Measurement noise of the box centre, fraction of ``s``."""
+    size_measure_std: float = 0.1
+    """Measurement noise of the box width and height, fraction of ``s``."""
+    pos_process_std: float = 0.05
+    """Random change of the centre per slice beyond the constant velocity, fraction of ``s``."""
+    size_process_std: float = 0.1
+    """Random change of width and height per slice beyond the trend, fraction of ``s``
+    (larger than the centre's: a blob's cross-section changes fast near its ends)."""
+    vel_process_std: float = 0.05
+    """Random change of each velocity per slice, fraction of ``s`` per slice."""
+    init_vel_std: float = 0.05
+    """Standard deviation of a new track's (zero) velocities, fraction of ``s`` per slice."""
+    min_size_px: float = 4.0
+    """Width and height are floored at this when forming ``s`` (tiny boxes keep some slack)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_gap, (int, np.integer)) or self.max_gap < 0:
+            raise ValueError(f"KalmanLinkerParams.max_gap = {self.max_gap!r}: must be an integer >= 0")
+        for name in ("gate", "pos_measure_std", "size_measure_std", "init_vel_std", "min_size_px"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"KalmanLinkerParams.{name} = {getattr(self, name)!r}: must be > 0")
+        for name in ("pos_process_std", "size_process_std", "vel_process_std"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"KalmanLinkerParams.{name} = {getattr(self, name)!r}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class OverlapLinkerParams:
+    """Settings of :func:`link_by_iou` (``infer.overlap`` in the config)."""
+
+    iou_threshold: float = 0.3
+    """A box joins a track when its IoU with the track's last box reaches this."""
+    max_gap: int = 1
+    """Slices a track may miss and still continue."""
 
 
 @dataclass(frozen=True)
@@ -370,8 +421,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = _load_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
-        from uld.data.checks import decode_error
-
         raise ConfigError(decode_error(path, exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
@@ -447,6 +496,4 @@ def override(config: Config, *texts: str) -> Config:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    from uld.atomic import write_text
-
     write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))  # never half a file

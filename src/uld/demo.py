@@ -27,6 +27,7 @@ from uld.data.synth import SynthConfig, format_summary
 from uld.experiment.plan import BENCHMARK, BUDGETS, RunSpec
 from uld.experiment.report import (
     by_kind,
+    fmt3,
     gap_lines,
     per_seed_table,
     plot_main_froc,
@@ -116,11 +117,11 @@ def run_demo(
         "## Mining",
         "",
         f"- boxes mined during training: {mining['mined']} (precision "
-        f"{_fmt(mining.get('mined_precision'))}, recall {_fmt(mining.get('mined_recall'))} "
+        f"{fmt3(mining.get('mined_precision'))}, recall {fmt3(mining.get('mined_recall'))} "
         "against the generator's complete labels)",
         f"- the final teacher re-mining the {final.get('slices_searched', '-')} training slices: "
-        f"{final.get('mined', '-')} boxes (precision {_fmt(final.get('precision'))}, recall "
-        f"{_fmt(final.get('recall'))})",
+        f"{final.get('mined', '-')} boxes (precision {fmt3(final.get('precision'))}, recall "
+        f"{fmt3(final.get('recall'))})",
         "",
         "Mined lesions of the final teacher on training slices: labeled boxes green, mined boxes "
         "blue, unlabeled true lesions dashed white.",
@@ -151,7 +152,3 @@ def run_demo(
     print(table)
     print(f"\nreport: {path} ({minutes:.1f} min)")
     return path
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

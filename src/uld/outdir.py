@@ -26,6 +26,16 @@ from pathlib import Path
 
 from uld.atomic import write_error
 
+
+def leaves_folder(name: str) -> bool:
+    """Whether ``name``, used as a file or folder name inside a folder, would not name a plain
+    entry of it: empty, hidden or relative (a leading ``.``, so also ``..``), absolute, holding
+    a path separator or a NUL byte, or a drive (``C:``). The one check for every name that becomes a path:
+    volume names of a dataset, DeepLesion series and sub-volumes, prediction outputs."""
+    return (not name or name.startswith((".", "/", "\\")) or "/" in name
+            or "\\" in name or "\x00" in name or (len(name) > 1 and name[1] == ":"))
+
+
 UNFINISHED = ".uld-unfinished"
 """Present in a dataset folder while a command is still writing it."""
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uld.data.annotations import read_gt
 from uld.data.dataset import DatasetFolder
 from uld.data.deeplesion import (
     DL_INFO_COLUMNS,
@@ -31,7 +32,6 @@ from uld.data.deeplesion import (
     subvolume_name,
 )
 from uld.data.volume import read_volume
-from uld.eval.detections import read_gt
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "deeplesion"
 EXCERPT = SHARED / "DL_info_excerpt.csv"
@@ -474,7 +474,7 @@ def test_convert_errors_stop_or_skip(tmp_path, small_deeplesion):
 
 
 def test_a_lazy_subvolume_reads_only_the_slices_a_stack_needs(deeplesion_tree, tmp_path, monkeypatch):
-    import uld.data.deeplesion as dl
+    import uld.data.deeplesion.images as dl
     from uld.data.stack import slice_stacks
 
     hu = {n: np.full((6, 7), 10 * n, dtype=np.int16) for n in range(30, 50)}

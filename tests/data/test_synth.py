@@ -291,7 +291,7 @@ def test_an_interrupted_run_leaves_the_earlier_dataset_byte_identical(tmp_path, 
         if len(calls) == 2:
             raise OSError("disk full")
 
-    monkeypatch.setattr(synth, "write_volume", failing_write)
+    monkeypatch.setattr(synth.writer, "write_volume", failing_write)
     with pytest.raises(OSError, match="disk full"):
         write_synthetic_dataset(tmp_path, config, progress=False, overwrite=True)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -16,9 +16,10 @@ from uld.eval.breakdown import (
     operating_points,
     size_bands,
 )
+from uld.eval.froc import FP_RATES
 from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt, read_keyslice_gt
 from uld.eval.iobb3d import evaluate_iobb3d, match_iobb3d
-from uld.eval.keyslice import FP_RATES, evaluate_keyslice, match_keyslice
+from uld.eval.keyslice import evaluate_keyslice, match_keyslice
 from uld.eval.p3d import evaluate_p3d, match_p3d
 
 DL = Path(__file__).resolve().parents[3] / "shared" / "deeplesion"

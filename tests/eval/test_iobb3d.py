@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import interpolate
 
+from uld.data.annotations import EvalFormatError, flatten_detections
 from uld.data.deeplesion import parse_subvolume_name
-from uld.eval.detections import EvalFormatError, flatten_detections
+from uld.eval.froc import FP_RATES, UnknownVolumeError
 from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt
 from uld.eval.iobb3d import (
     REFERENCE_FP_RATES,
@@ -21,8 +22,6 @@ from uld.eval.iobb3d import (
     match_iobb3d,
     tracklet_boxes_3d,
 )
-from uld.eval.keyslice import FP_RATES
-from uld.eval.p3d import UnknownVolumeError
 from uld.safe_pickle import load_pickle
 
 DL = Path(__file__).resolve().parents[3] / "shared" / "deeplesion"

@@ -9,20 +9,10 @@ import pytest
 from scipy import interpolate
 
 from conftest import random_2d_case
-from uld.eval.detections import EvalFormatError
+from uld.data.annotations import EvalFormatError
+from uld.eval.froc import AVG_FP_RATES, FP_RATES, UnknownVolumeError, froc_walk, operating_index, sens_at_fp
 from uld.eval.ground_truth import keyslice_images, read_keyslice_gt
-from uld.eval.keyslice import (
-    AVG_FP_RATES,
-    FP_RATES,
-    evaluate_keyslice,
-    froc_walk,
-    iou_plus1_pairs,
-    keyslice_metrics,
-    match_keyslice,
-    operating_index,
-    sens_at_fp,
-)
-from uld.eval.p3d import UnknownVolumeError
+from uld.eval.keyslice import evaluate_keyslice, iou_plus1_pairs, keyslice_metrics, match_keyslice
 
 LH = Path(__file__).resolve().parents[3] / "shared" / "deeplesion" / "lesion_harvester"
 

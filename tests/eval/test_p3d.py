@@ -11,17 +11,9 @@ import pytest
 from scipy.interpolate import interp1d
 
 from conftest import random_2d_case
-from uld.eval.detections import EvalFormatError, read_gt
-from uld.eval.p3d import (
-    AVG_FP_RATES,
-    FP_RATES,
-    UnknownVolumeError,
-    evaluate_p3d,
-    froc_sensitivity,
-    match_p3d,
-    p3d_metrics,
-    voc_ap,
-)
+from uld.data.annotations import EvalFormatError, read_gt
+from uld.eval.froc import AVG_FP_RATES, FP_RATES, UnknownVolumeError, froc_sensitivity
+from uld.eval.p3d import evaluate_p3d, match_p3d, p3d_metrics, voc_ap
 from uld.eval.plots import plot_froc
 
 REVISED_TEST = (Path(__file__).resolve().parents[3] / "shared" / "deeplesion" / "lesion_harvester"
@@ -416,7 +408,7 @@ def test_plot_froc_writes_a_png(tmp_path: Path) -> None:
 
 
 def test_eval_modules_do_not_import_torch() -> None:
-    code = ("import sys, uld.safe_pickle, uld.eval.detections, uld.eval.p3d, uld.eval.plots; "
+    code = ("import sys, uld.safe_pickle, uld.data.annotations, uld.eval.p3d, uld.eval.plots; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from uld.data.annotations import EvalFormatError
 from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.breakdown import breakdown, gt_long_axis
-from uld.eval.detections import EvalFormatError
+from uld.eval.froc import FP_RATES, UnknownVolumeError
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.iobb3d import evaluate_iobb3d
-from uld.eval.keyslice import FP_RATES, evaluate_keyslice
-from uld.eval.p3d import UnknownVolumeError, evaluate_p3d
+from uld.eval.keyslice import evaluate_keyslice
+from uld.eval.p3d import evaluate_p3d
 from uld.eval.protocols import (
     DEFAULT_THRESHOLDS,
     PROTOCOLS,

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from uld.data.annotations import write_detections_json, write_detections_pickle
 from uld.data.deeplesion import read_dl_info
-from uld.eval.detections import write_detections_json, write_detections_pickle
 from uld.eval.session import evaluate_files
 from uld.safe_pickle import load_pickle
 

@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 
 from uld.boxes import iou
-from uld.infer.kalman import (
-    KalmanLinkerParams,
-    initial_state,
-    link_kalman,
-    mahalanobis2,
-    predict,
-    update,
-)
+from uld.config import KalmanLinkerParams
+from uld.infer.kalman import initial_state, link_kalman, mahalanobis2, predict, update
 from uld.infer.link import SliceDetections, link_by_iou, tracklet_score
 
 

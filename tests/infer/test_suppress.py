@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from uld.config import Config, ConfigError, override
+from uld.data.sources import ScanSource
 from uld.data.volume import Volume
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections
 from uld.infer.predict import find_lesions
-from uld.infer.scans import ScanSource, predict_scans
+from uld.infer.scans import predict_scans
 from uld.infer.suppress import (
     contained_keep,
     intersection_over_smaller,

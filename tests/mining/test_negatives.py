@@ -10,10 +10,10 @@ import torch
 
 from uld.config import load_config
 from uld.data.samples import KeySliceDataset
+from uld.data.slice_boxes import SliceBox, read_slice_boxes, write_slice_boxes
 from uld.data.sources import open_training_data
 from uld.data.synth import SynthConfig, write_synthetic_dataset
 from uld.infer.link import SliceDetections
-from uld.mining.export import SliceBox, read_slice_boxes, write_slice_boxes
 from uld.mining.negatives import NegativeRule, hard_negatives
 from uld.safe_pickle import load_pickle
 

@@ -11,7 +11,6 @@ the file and the value when either is wrong:
 - :func:`check_spacing`: three positive, finite millimetre values (also for DICOM series);
 - :func:`check_dicom_files`: every file of a DICOM series parses, its ``PixelSpacing`` is
   positive and its pixel data is as long as rows x columns x bits say;
-- :func:`decode_error`: a one-line message for a non-UTF-8 text file.
 """
 
 from __future__ import annotations
@@ -25,15 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from uld.messages import plain
+
 #: NIfTI datatype code -> bits per voxel (NIfTI-1 and -2 share the codes).
 _NIFTI_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32,
                1024: 64, 1280: 64, 1536: 128, 1792: 128, 2048: 256, 2304: 32}
-
-
-def plain(value: float) -> str:
-    """A number as a user reads it: ``36`` or ``0.5`` or ``nan``, never ``np.float64(36.0)``."""
-    value = float(value)
-    return f"{value:g}" if math.isfinite(value) else str(value)
 
 
 def check_spacing(spacing_xyz: Sequence[float], where: str) -> tuple[float, float, float]:
@@ -221,9 +216,3 @@ def _check_dicom_pixel_length(path: Path, need: int) -> None:
     if length != 0xFFFFFFFF and (have < length or length < need):
         raise ValueError(f"{path}: truncated DICOM file ({have} bytes of pixel data, the header's "
                          f"image needs {max(length, need)})")
-
-
-def decode_error(path: str | Path, exc: UnicodeDecodeError) -> str:
-    """One line for a text file that is not UTF-8."""
-    return (f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position {exc.start}); "
-            "save it as UTF-8")

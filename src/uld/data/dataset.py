@@ -33,9 +33,9 @@ from typing import TextIO
 import numpy as np
 
 from uld.atomic import write_text
-from uld.data.checks import decode_error, plain
 from uld.data.volume import Volume, read_volume
-from uld.outdir import check_finished
+from uld.messages import decode_error, plain
+from uld.outdir import check_finished, leaves_folder
 
 SPLITS = ("train", "val", "test", "negatives")
 REQUIRED_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2")
@@ -48,8 +48,8 @@ class DataError(ValueError):
 
 
 def check_volume_name(name: str, where: str) -> str:
-    """A volume name is a plain file stem: no path separators, no leading dot."""
-    if not name or name.startswith(".") or "/" in name or "\\" in name or "\x00" in name:
+    """A volume name is a plain file stem (:func:`uld.outdir.leaves_folder`)."""
+    if leaves_folder(name):
         raise DataError(f"{where}: volume name {name!r} is not a plain name inside the dataset")
     return name
 

@@ -1,4 +1,4 @@
-"""Where a run's data comes from: a generic dataset folder or a DeepLesion tree.
+"""Where volumes come from: a generic dataset folder, a DeepLesion tree, or scan files.
 
 :func:`open_training_data` turns ``config.data`` into what the training loop needs: volumes by
 name, the (partial) training boxes, the complete boxes where known (mining diagnostics), and
@@ -14,12 +14,17 @@ out) minus the fully annotated sub-volumes; val = the 100 sub-volumes of
 ``Revised-Train100.pkl``; test = the 1,071 of ``Revised-Test1071.pkl``; the 744 of
 ``Revised-Train744.pkl`` are kept apart for hard-negative mining. Volumes are read from the
 16-bit PNGs with DL_info's spacing.
+
+Scans to predict (``uld predict``, hard-negative mining) are named :class:`ScanSource` values,
+read only when their turn comes: a NIfTI (or other SimpleITK) file or a DICOM series folder
+(:func:`scan_sources`), the volumes of a split of a dataset folder (:func:`dataset_sources`),
+or DeepLesion sub-volumes by name or by set of the paper's split (:func:`deeplesion_sources`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,9 +32,18 @@ from typing import Protocol
 import numpy as np
 
 from uld.config import DataConfig
+from uld.data.annotations import GroundTruth, read_gt
 from uld.data.dataset import Annotations, DatasetFolder
-from uld.data.volume import Volume
-from uld.eval.detections import GroundTruth, read_gt
+from uld.data.deeplesion import (
+    HARVESTER_FILES,
+    DeepLesionImages,
+    paper_split,
+    read_dl_info,
+    spacing_by_folder,
+)
+from uld.data.slice_boxes import read_slice_boxes
+from uld.data.subvolume import DeepLesionError, parse_subvolume_name
+from uld.data.volume import Volume, read_scan
 
 
 class VolumeReader(Protocol):
@@ -58,17 +72,16 @@ class DeepLesionVolumes:
     spacing of their series. Slices are read from their PNGs when first indexed, so a training
     sample reads the ~9 slices of its stack, not the whole sub-volume."""
 
-    def __init__(self, images: object, spacing: dict[str, tuple[float, float, float]]) -> None:
+    def __init__(self, images: DeepLesionImages, spacing: dict[str, tuple[float, float, float]]) -> None:
         self.images = images
         self.spacing = spacing
 
     def read_volume(self, name: str) -> Volume:
-        from uld.data.deeplesion import DeepLesionError, parse_subvolume_name
 
         folder = parse_subvolume_name(name)[0]
         if folder not in self.spacing:
             raise DeepLesionError(f"{name}: DL_info.csv has no row for series {folder} (no spacing)")
-        return self.images.lazy_subvolume(name, self.spacing[folder])  # type: ignore[attr-defined]
+        return self.images.lazy_subvolume(name, self.spacing[folder])
 
 
 def annotations_from_gt(gt: GroundTruth, key: bool = True) -> Annotations:
@@ -132,8 +145,6 @@ def with_hard_negatives(data: TrainingData, path: str | Path) -> TrainingData:
     """``data`` set up for hard-negative retraining (P-): the ``negatives`` volumes join the
     labels with all their boxes, are marked complete, and carry the hard negatives of ``path``
     (a ``hard_negatives.json``). A hard negative on a volume outside the pool is an error."""
-    from uld.mining.export import read_slice_boxes
-
     if not data.negatives or data.negative_labels is None:
         raise ValueError(f"data.hard_negatives = {path}: the dataset has no 'negatives' volumes "
                          "(fully annotated training volumes) to retrain with")
@@ -168,8 +179,6 @@ def _folder(config: DataConfig) -> TrainingData:
 
 
 def _deeplesion(config: DataConfig) -> TrainingData:
-    from uld.data.deeplesion import DeepLesionImages, paper_split, read_dl_info, spacing_by_folder
-
     root = Path(config.root)
     info_path = _under(root, config.dl_info)
     dl_info = read_dl_info(info_path, drop_noisy=config.drop_noisy, on_error=config.on_bad_input)
@@ -181,3 +190,65 @@ def _deeplesion(config: DataConfig) -> TrainingData:
         source=str(info_path), negatives=split.negatives,
         negative_labels=annotations_from_gt(split.negatives), skipped=[*dl_info.skipped, *split.skipped],
     )
+
+
+@dataclass(frozen=True)
+class ScanSource:
+    """A volume to predict: its output name, where it comes from, and how to read it."""
+
+    name: str
+    origin: str
+    load: Callable[[], Volume]
+
+
+_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".dcm")
+
+
+def scan_name(path: Path) -> str:
+    """Output name of a scan file or DICOM folder: its name without the image suffix."""
+    for suffix in _SUFFIXES:
+        if path.name.lower().endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def scan_sources(paths: Sequence[str | Path]) -> list[ScanSource]:
+    """NIfTI files and DICOM series folders."""
+    sources = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        sources.append(ScanSource(scan_name(path), str(path), lambda p=path: read_scan(p)))
+    return sources
+
+
+def dataset_sources(root: str | Path, split: str | None) -> list[ScanSource]:
+    """The volumes of one split (or all) of a dataset folder."""
+    folder = DatasetFolder(root)
+    return [
+        ScanSource(name, str(folder.volume_path(name)), lambda n=name: folder.read_volume(n))
+        for name in folder.volumes(split)
+    ]
+
+
+def deeplesion_sources(
+    root: str | Path, names: Sequence[str] = (), paper_set: str | None = None,
+    dl_info: str = "DL_info.csv", harvester_dir: str = "lesion_harvester",
+) -> list[ScanSource]:
+    """DeepLesion sub-volumes by name, and/or every sub-volume of one set of the paper's split
+    (``val``, ``test``, ``negatives``: the names in Lesion Harvester's ``Revised-*.pkl``)."""
+    root = Path(root)
+    info = read_dl_info(root / dl_info if not Path(dl_info).is_absolute() else Path(dl_info))
+    images = DeepLesionImages(root)
+    volumes = DeepLesionVolumes(images, spacing_by_folder(info))
+    wanted = list(names)
+    if paper_set is not None:
+        if paper_set not in HARVESTER_FILES:
+            raise ValueError(f"paper set {paper_set!r} is not one of {sorted(HARVESTER_FILES)}")
+        harvester = Path(harvester_dir) if Path(harvester_dir).is_absolute() else root / harvester_dir
+        wanted += list(read_gt(harvester / HARVESTER_FILES[paper_set]))
+    return [
+        ScanSource(name, f"{images.images}/{name}", lambda n=name: volumes.read_volume(n))
+        for name in wanted
+    ]

@@ -54,6 +54,9 @@ def slice_stacks(
     return low + weight * (high - low)
 
 
+REVIEW_WINDOW_HU: tuple[float, float] = (-160.0, 240.0)
+"""The soft-tissue window every figure for a reader shows (overlays, the mined-lesion gallery)."""
+
 def window(hu: np.ndarray, low: float, high: float, top: float = 1.0) -> np.ndarray:
     """Map HU linearly so that ``low -> 0`` and ``high -> top``, clipped; float32.
 

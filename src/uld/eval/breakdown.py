@@ -33,7 +33,7 @@ Groups
   e.g. -1, are named by their number).
 
 Per-box arrays follow the protocol's ground-truth order: volumes in dict order, then list
-(or row) order: :func:`uld.eval.detections.flatten_gt` for 2D ground truth,
+(or row) order: :func:`uld.data.annotations.flatten_gt` for 2D ground truth,
 :meth:`uld.eval.ground_truth.GroundTruth3D.flat` for 3D.
 """
 
@@ -46,10 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from uld.eval.detections import flatten_gt
+from uld.data.annotations import flatten_gt
+from uld.eval.froc import AVG_FP_RATES, froc_walk, operating_index
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.iobb3d import IOBB3DMatches
-from uld.eval.keyslice import AVG_FP_RATES, KeySliceMatches, froc_walk, operating_index
+from uld.eval.keyslice import KeySliceMatches
 from uld.eval.p3d import P3DMatches
 
 __all__ = [

@@ -3,12 +3,12 @@
 Key-slice ground truth (:func:`read_keyslice_gt`)
 -------------------------------------------------
 
-The 2D layout of :mod:`uld.eval.detections`, ``GroundTruth = {volume: [(z, box), ...]}``:
+The 2D layout of :mod:`uld.data.annotations`, ``GroundTruth = {volume: [(z, box), ...]}``:
 every distinct ``(volume, z)`` that holds a box is one key-slice *image*; the boxes on it are
 that image's lesions. Sources:
 
 - ``RECIST-Box-Valid.pkl`` / ``RECIST-Box-Test.pkl`` (or any Lesion Harvester 2D pickle,
-  keys with or without ``.annot``): read by :func:`uld.eval.detections.read_gt`. Every box of
+  keys with or without ``.annot``): read by :func:`uld.data.annotations.read_gt`. Every box of
   the RECIST files lies on a key slice; ``z`` is the offset in the sub-volume.
 - a dataset folder (:class:`uld.data.dataset.DatasetFolder`, also one written by the
   synthetic generator): the rows of ``annotations.csv`` with ``key = 1`` (every row when the
@@ -64,7 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from uld.eval.detections import EvalFormatError, GroundTruth, gt_from_folder, read_gt
+from uld.data.annotations import EvalFormatError, GroundTruth, gt_from_folder, read_gt
+from uld.data.dataset import DatasetFolder
+from uld.messages import short_repr
 from uld.safe_pickle import load_pickle
 
 __all__ = [
@@ -132,11 +134,6 @@ class GroundTruth3D:
         return index, boxes
 
 
-def _fmt(value: Any) -> str:
-    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _is_numeric(rows: Any) -> bool:
     try:
         return np.asarray(rows).dtype.kind in ("i", "u", "f")
@@ -154,7 +151,7 @@ def _boxes3d(rows: Any, where: str, name: str, order: tuple[int, ...]) -> np.nda
         return np.zeros((0, 6), dtype=np.float64)
     if arr is None or arr.dtype.kind not in ("i", "u", "f") or arr.ndim != 2 or arr.shape[1] != 6:
         raise EvalFormatError(
-            f"{where}: volume {name!r}: expected rows of 6 numbers, got {_fmt(rows)}"
+            f"{where}: volume {name!r}: expected rows of 6 numbers, got {short_repr(rows)}"
         )
     arr = arr.astype(np.float64)[:, order]
     for r, row in enumerate(arr.tolist()):
@@ -174,7 +171,7 @@ def _boxes3d(rows: Any, where: str, name: str, order: tuple[int, ...]) -> np.nda
 
 def _volume_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not key:
-        raise EvalFormatError(f"{where}: key {_fmt(key)} is not a volume name")
+        raise EvalFormatError(f"{where}: key {short_repr(key)} is not a volume name")
     return key
 
 
@@ -347,8 +344,6 @@ def _from_annotations(folder: Any, filename: str, names: list[str]) -> GroundTru
 
 
 def _from_folder(root: Path, split: str | None, filename: str | None) -> GroundTruth3D:
-    from uld.data.dataset import DatasetFolder
-
     if split is None:
         raise EvalFormatError(f"{root}: a dataset folder needs a split (train, val or test)")
     folder = DatasetFolder(root)

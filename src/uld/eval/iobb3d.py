@@ -50,20 +50,20 @@ from typing import Any
 
 import numpy as np
 
-from uld.data.deeplesion import DeepLesionError, parse_subvolume_name
-from uld.eval.detections import EvalFormatError, FlatDetections, flatten_detections
-from uld.eval.ground_truth import GroundTruth3D
-from uld.eval.keyslice import (
+from uld.data.annotations import EvalFormatError, FlatDetections, flatten_detections
+from uld.data.subvolume import DeepLesionError, parse_subvolume_name
+from uld.eval.froc import (
     AVG_FP_RATES,
     FP_RATES,
     FrocResult,
+    TrackletHits,
     check_known_volumes,
     check_threshold,
     csr_pointers,
     official_froc_result,
     pair_ranges,
 )
-from uld.eval.p3d import TrackletHits
+from uld.eval.ground_truth import GroundTruth3D
 
 __all__ = [
     "IOBB_THRESHOLD",
@@ -99,7 +99,7 @@ def iobb_pairs(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def tracklet_boxes_3d(flat: FlatDetections, z_shift: np.ndarray | None = None) -> np.ndarray:
     """``(T, 7)`` float64 ``[x1, y1, z1, x2, y2, z2, score]`` of every tracklet.
 
-    flat: validated detections (:func:`uld.eval.detections.flatten_detections`).
+    flat: validated detections (:func:`uld.data.annotations.flatten_detections`).
     z_shift (ndarray[V] | None): added to the slices of each detection volume (``flat.volumes``
         order), e.g. the first slice of a sub-volume to make slice numbers absolute.
     """
@@ -181,7 +181,7 @@ def match_iobb3d(
     iobb_threshold: hit when IOBB ``>= iobb_threshold`` (0.3), ``0 < iobb_threshold <= 1``.
 
     A detection volume missing from ``gt`` raises :class:`~uld.eval.p3d.UnknownVolumeError`;
-    malformed detections :class:`~uld.eval.detections.EvalFormatError`.
+    malformed detections :class:`~uld.data.annotations.EvalFormatError`.
     """
     thr = check_threshold("iobb_threshold", iobb_threshold)
     if not isinstance(gt, GroundTruth3D):

@@ -4,7 +4,8 @@ Reproduces ``sens_at_FP`` / ``FROC`` / ``IOU`` of MULAN's
 ``maskrcnn/data/datasets/evaluation/DeepLesion/detection_eval.py`` (rsummers11/CADLab,
 Ke Yan, 2019) to the last digit; see DATA.md, "The official key-slice protocol". The same
 FROC, generalised to 3D boxes, is the manual 1K set's (:mod:`uld.eval.iobb3d`), so the
-ranking walk (:func:`froc_walk`) and the curve reading (:func:`sens_at_fp`) live here and
+ranking walk (:func:`~uld.eval.froc.froc_walk`) and the curve reading
+(:func:`~uld.eval.froc.sens_at_fp`) live in the evaluation core, :mod:`uld.eval.froc`, and
 serve both. "Match once, then metrics": :func:`match_keyslice` -> :func:`keyslice_metrics`.
 
 From tracklets to key-slice detections
@@ -38,7 +39,7 @@ The reference algorithm
   to ``np.interp``; on a curve whose every segment is flat or vertical that gives
   ``sens[j]`` for the LAST point ``j`` with ``fps[j] <= rate`` (all hits at that FP count
   included; P3D's extrapolating ``interp1d`` reads the first such point instead).
-  :func:`sens_at_fp` computes exactly that; the tests compare it with ``interp1d`` itself.
+  :func:`~uld.eval.froc.sens_at_fp` computes exactly that; the tests compare it with ``interp1d`` itself.
 
 Where the reference fails or misbehaves, and what we return
 -----------------------------------------------------------
@@ -60,243 +61,32 @@ Numbers are float64; float32 detections are converted first (MULAN would compare
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from uld.eval.detections import MAX_Z, FlatDetections, flatten_detections, flatten_gt
-from uld.eval.p3d import UnknownVolumeError
+from uld.data.annotations import MAX_Z, FlatDetections, flatten_detections, flatten_gt
+from uld.eval.froc import (
+    AVG_FP_RATES,
+    FP_RATES,
+    FrocResult,
+    check_known_volumes,
+    check_threshold,
+    csr_pointers,
+    official_froc_result,
+    pair_ranges,
+)
 
 __all__ = [
-    "AVG_FP_RATES",
-    "FP_RATES",
-    "FrocResult",
-    "FrocWalk",
     "KeySliceMatches",
-    "check_known_volumes",
-    "check_threshold",
-    "csr_pointers",
     "evaluate_keyslice",
-    "froc_walk",
     "iou_plus1_pairs",
     "keyslice_metrics",
     "match_keyslice",
-    "official_froc_result",
-    "operating_index",
-    "pair_ranges",
-    "sens_at_fp",
 ]
 
-FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-"""FPs per image (or per volume) at which the sensitivity is reported."""
-AVG_FP_RATES: tuple[float, ...] = FP_RATES[:7]
-"""Rates averaged into "avg" (0.125 .. 8, as the manual 1K script and the paper)."""
-
 ScoreSource = Literal["box", "tracklet"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The FROC of the official DeepLesion evaluation (shared with iobb3d)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class FrocWalk:
-    """The ranking walk of MULAN's ``FROC``.
-
-    order (ndarray[D], int64): detections in rank order (``np.argsort(scores)[::-1]``).
-    first_hit_rank (ndarray[P], int64): rank of the detection that first hits each box
-        (``D`` when none does).
-    tps (ndarray[D], int64): boxes hit after each ranked detection.
-    fp (ndarray[D], int64): false positives after each ranked detection.
-    """
-
-    order: np.ndarray
-    first_hit_rank: np.ndarray
-    tps: np.ndarray
-    fp: np.ndarray
-
-
-def froc_walk(scores: np.ndarray, hit_ptr: np.ndarray, hit_gt: np.ndarray, npos: int) -> FrocWalk:
-    """Walk the ranking: misses are FPs, first hits count, re-hits count as nothing.
-
-    scores (ndarray[D]): detection scores in concatenation order.
-    hit_ptr (ndarray[D + 1]), hit_gt (ndarray[H]): detection ``d`` hits boxes
-        ``hit_gt[hit_ptr[d]:hit_ptr[d + 1]]`` (each box at most once per detection).
-    npos: number of ground-truth boxes (``hit_gt < npos``).
-    """
-    n = len(scores)
-    order = np.argsort(np.asarray(scores, dtype=np.float64))[::-1]
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n, dtype=np.int64)
-    counts = np.diff(hit_ptr)
-    pair_rank = np.repeat(rank, counts)
-    first = np.full(npos, n, dtype=np.int64)
-    np.minimum.at(first, hit_gt, pair_rank)
-    new = pair_rank == first[hit_gt]
-    tps = np.cumsum(np.bincount(pair_rank[new], minlength=n))
-    fp = np.cumsum((counts == 0).astype(np.int64)[order])
-    return FrocWalk(order=order, first_hit_rank=first, tps=tps, fp=fp)
-
-
-def operating_index(fps: np.ndarray, fp_rates: Sequence[float]) -> np.ndarray:
-    """``(R,)`` int64: the ranked point each rate reads (-1: before the first detection).
-
-    The last point ``j`` with ``fps[j] <= rate``, which is where ``np.interp`` (hence the
-    references' ``interp1d``) reads a flat-or-vertical FROC; past the end, the last point.
-    """
-    fps = np.asarray(fps, dtype=np.float64)
-    return np.searchsorted(fps, np.asarray(fp_rates, dtype=np.float64), side="right") - 1
-
-
-def sens_at_fp(fps: np.ndarray, sens: np.ndarray, fp_rates: Sequence[float] = FP_RATES) -> np.ndarray:
-    """``(R,)`` sensitivity at ``fp_rates`` as MULAN's / the manual 1K ``sens_at_FP`` reads it.
-
-    fps, sens (ndarray[D]): the FROC in ranking order (each step flat or vertical).
-    In range: ``sens[j]``, ``j`` the last point with ``fps[j] <= rate``; past the end: the
-    last value; below ``fps[0]``: 0; no point at all: 0.
-    """
-    sens = np.asarray(sens, dtype=np.float64)
-    index = operating_index(fps, fp_rates)
-    if len(sens) == 0:
-        return np.zeros(len(index), dtype=np.float64)
-    return np.where(index >= 0, sens[np.maximum(index, 0)], 0.0)
-
-
-@dataclass(frozen=True, eq=False)
-class FrocResult:
-    """FROC figures of the key-slice or the 3D IOBB protocol.
-
-    protocol (str): ``"keyslice"`` or ``"iobb3d"``.
-    sensitivity (dict[float, float]): sensitivity at each requested FP rate.
-    avg (float): mean sensitivity over ``avg_rates``.
-    ap: always ``None``: neither reference defines an AP.
-    fps, sens (ndarray[D], float64): FPs per unit and sensitivity after each ranked detection.
-    npos, n_units, n_detections (int): boxes, images (or volumes), ranked detections.
-    n_hits, n_fp (int): boxes hit and false positives over the whole ranking.
-    unit (str): ``"image"`` or ``"volume"``: what "FPs per ..." counts.
-    threshold (float): the overlap threshold (IoU or IOBB).
-    settings (dict): protocol options (overlap metric, score source, ...).
-    """
-
-    protocol: str
-    sensitivity: dict[float, float]
-    avg: float
-    fps: np.ndarray
-    sens: np.ndarray
-    npos: int
-    n_units: int
-    n_detections: int
-    n_hits: int
-    n_fp: int
-    unit: str
-    threshold: float
-    avg_rates: tuple[float, ...] = AVG_FP_RATES
-    settings: dict[str, Any] = field(default_factory=dict)
-    ap: None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain-Python figures: ``{"protocol", "sensitivity": {"0.125": ...}, "avg", ...}``."""
-        return {
-            "protocol": self.protocol,
-            "ap": None,
-            "sensitivity": {f"{rate:g}": float(v) for rate, v in self.sensitivity.items()},
-            "avg": float(self.avg),
-            "avg_rates": [float(r) for r in self.avg_rates],
-            "npos": int(self.npos),
-            f"n_{self.unit}s": int(self.n_units),
-            "n_detections": int(self.n_detections),
-            "n_hits": int(self.n_hits),
-            "n_fp": int(self.n_fp),
-            "threshold": float(self.threshold),
-            **{k: v for k, v in self.settings.items()},
-        }
-
-
-def official_froc_result(
-    protocol: str,
-    scores: np.ndarray,
-    hit_ptr: np.ndarray,
-    hit_gt: np.ndarray,
-    npos: int,
-    n_units: int,
-    unit: str,
-    threshold: float,
-    fp_rates: Sequence[float],
-    avg_rates: Sequence[float],
-    settings: Mapping[str, Any] | None = None,
-) -> FrocResult:
-    """The FROC of MULAN's ``FROC`` + ``sens_at_FP`` from match arrays (see the module doc)."""
-    walk = froc_walk(scores, hit_ptr, hit_gt, npos)
-    # the reference divides by zero when there is no box: sensitivity 0 instead
-    sens = walk.tps.astype(np.float64) / npos if npos else np.zeros(len(scores), dtype=np.float64)
-    fps = walk.fp.astype(np.float64) / max(n_units, 1)
-    rates = tuple(float(r) for r in fp_rates)
-    avg_r = tuple(float(r) for r in avg_rates)
-    values = sens_at_fp(fps, sens, rates)
-    avg_values = sens_at_fp(fps, sens, avg_r)
-    return FrocResult(
-        protocol=protocol,
-        sensitivity={r: float(v) for r, v in zip(rates, values)},
-        avg=float(np.mean(avg_values)) if avg_r else float("nan"),
-        fps=fps,
-        sens=sens,
-        npos=int(npos),
-        n_units=int(n_units),
-        n_detections=len(scores),
-        n_hits=int(walk.tps[-1]) if len(scores) else 0,
-        n_fp=int(walk.fp[-1]) if len(scores) else 0,
-        unit=unit,
-        threshold=float(threshold),
-        avg_rates=avg_r,
-        settings=dict(settings or {}),
-    )
-
-
-def check_known_volumes(detection_volumes: Sequence[str], gt_volumes: Sequence[str]) -> np.ndarray:
-    """``(V,)`` int64: the ground-truth index of each detection volume.
-
-    Raises :class:`~uld.eval.p3d.UnknownVolumeError` naming the first unknown volume.
-    """
-    position = {name: i for i, name in enumerate(gt_volumes)}
-    unknown = [name for name in detection_volumes if name not in position]
-    if unknown:
-        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise UnknownVolumeError(
-            f"detections name volume {unknown[0]!r}, which the ground truth does not list{more}"
-        )
-    return np.array([position[name] for name in detection_volumes], dtype=np.int64)
-
-
-def check_threshold(name: str, value: float) -> float:
-    """``float(value)``; raises ``ValueError`` naming ``name`` unless ``0 < value <= 1``."""
-    if not (0.0 < float(value) <= 1.0):
-        raise ValueError(f"{name} = {value!r} must lie in (0, 1]")
-    return float(value)
-
-
-def pair_ranges(n_per_item: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For items with ``n_per_item[i]`` partners starting at ``starts[i]``: (item, partner)."""
-    item = np.repeat(np.arange(len(n_per_item), dtype=np.int64), n_per_item)
-    offsets = np.cumsum(n_per_item) - n_per_item
-    within = np.arange(len(item), dtype=np.int64) - np.repeat(offsets, n_per_item)
-    return item, np.repeat(starts, n_per_item) + within
-
-
-def csr_pointers(owner: np.ndarray, n: int) -> np.ndarray:
-    """``(n + 1,)`` int64 pointers of a grouping: item ``i`` owns ``ptr[i]:ptr[i + 1]``.
-
-    owner (ndarray[H], int64): the item of each entry, non-decreasing, ``< n``.
-    """
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=n), out=ptr[1:])
-    return ptr
-
-
-# ---------------------------------------------------------------------------------------------
-# The key-slice protocol
-# ---------------------------------------------------------------------------------------------
 
 
 def iou_plus1_pairs(det_xyxy: np.ndarray, gt_xyxy: np.ndarray) -> np.ndarray:
@@ -323,10 +113,10 @@ class KeySliceMatches:
     boxes (ndarray[D, 4], float64): the detections' ``x1, y1, x2, y2``.
     image_index (ndarray[D], int64): image of each detection (into ``images``).
     tracklet_index (ndarray[D], int64): the tracklet it came from (detections-dict order
-        over all volumes, as :class:`~uld.eval.detections.FlatDetections` counts them).
+        over all volumes, as :class:`~uld.data.annotations.FlatDetections` counts them).
     hit_ptr (ndarray[D + 1], int64), hit_gt (ndarray[H], int64): detection ``d`` hits boxes
         ``hit_gt[hit_ptr[d]:hit_ptr[d + 1]]`` (ground-truth order: volumes in dict order,
-        then list order, as :func:`uld.eval.detections.flatten_gt`), ascending.
+        then list order, as :func:`uld.data.annotations.flatten_gt`), ascending.
     hit_iou (ndarray[H], float64): the IoU of each hit (``>= iou_threshold``).
     gt_image_index (ndarray[P], int64): image of each ground-truth box.
     images (tuple[tuple[str, int], ...]): the key-slice images ``(volume, z)``.
@@ -400,7 +190,7 @@ def match_keyslice(
     iou_threshold: hit when the +1 IoU is ``>= iou_threshold``, ``0 < iou_threshold <= 1``.
     score: ``"box"`` (each box's own score) or ``"tracklet"`` (its tracklet's maximum).
 
-    Validates both inputs (:class:`~uld.eval.detections.EvalFormatError`); a detection volume
+    Validates both inputs (:class:`~uld.data.annotations.EvalFormatError`); a detection volume
     that the ground truth does not list raises :class:`~uld.eval.p3d.UnknownVolumeError`.
     """
     thr = check_threshold("iou_threshold", iou_threshold)

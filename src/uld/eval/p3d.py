@@ -1,8 +1,8 @@
 """The Lesion Harvester P3D evaluation: 3D tracklets against 2D ground-truth boxes.
 
 Reproduces the protocol of Lesion Harvester's ``evaluation.py`` (Cai et al.) to the last
-digit wherever that script returns finite numbers; see METHOD.md, "Evaluation (P3D IoU,
-Lesion Harvester protocol)". Structured as "match once, then metrics":
+digit wherever that script returns finite numbers (docs/method.md, "What the method does").
+Structured as "match once, then metrics":
 :func:`match_p3d` turns ground truth and detections into arrays (which tracklet hits which
 box), :func:`p3d_metrics` computes AP and the FROC from them.
 
@@ -66,70 +66,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.interpolate import interp1d
 
 from uld.boxes import iou_plus1
-from uld.eval.detections import (
-    MAX_Z,
-    FlatDetections,
-    FlatGroundTruth,
-    flatten_detections,
-    flatten_gt,
+from uld.data.annotations import MAX_Z, FlatDetections, FlatGroundTruth, flatten_detections, flatten_gt
+from uld.eval.froc import (
+    AVG_FP_RATES,
+    FP_RATES,
+    TrackletHits,
+    UnknownVolumeError,
+    froc_sensitivity,
+    froc_walk,
 )
 
 __all__ = [
-    "AVG_FP_RATES",
-    "FP_RATES",
     "P3DMatches",
     "P3DResult",
-    "TrackletHits",
-    "UnknownVolumeError",
     "evaluate_p3d",
-    "froc_sensitivity",
     "match_p3d",
     "p3d_metrics",
     "voc_ap",
 ]
-
-FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-"""FPs per volume at which the sensitivity is reported (Lesion Harvester's list)."""
-AVG_FP_RATES: tuple[float, ...] = FP_RATES[:7]
-"""FP rates averaged into "avg" (the paper's AVG: 0.125 .. 8)."""
-
-
-class UnknownVolumeError(ValueError):
-    """Detections name a volume that the ground truth does not list."""
-
-
-class TrackletHits:
-    """Accessors shared by the match arrays of the volume-level protocols (P3D, IOBB 3D):
-    ``scores`` per tracklet, ``hit_ptr``/``hit_gt`` (CSR hit lists), ``gt_volume_index`` per
-    ground-truth box, ``volumes``."""
-
-    scores: np.ndarray
-    hit_ptr: np.ndarray
-    hit_gt: np.ndarray
-    gt_volume_index: np.ndarray
-    volumes: tuple[str, ...]
-
-    @property
-    def npos(self) -> int:
-        """Number of ground-truth boxes."""
-        return len(self.gt_volume_index)
-
-    @property
-    def n_volumes(self) -> int:
-        """Number of ground-truth volumes (the "per volume" denominator)."""
-        return len(self.volumes)
-
-    @property
-    def n_tracklets(self) -> int:
-        return len(self.scores)
-
-    def hits(self, tracklet: int) -> np.ndarray:
-        """``(k,)`` int64: the ground-truth boxes that tracklet ``tracklet`` hits."""
-        return self.hit_gt[self.hit_ptr[tracklet]:self.hit_ptr[tracklet + 1]]
-
 
 @dataclass(frozen=True, eq=False)
 class P3DMatches(TrackletHits):
@@ -205,12 +161,12 @@ def match_p3d(
 ) -> P3DMatches:
     """Match every tracklet against the ground-truth boxes of its volume (P3D IoU).
 
-    gt: ``{volume: [(z, [x1, y1, x2, y2]), ...]}`` (see :mod:`uld.eval.detections`).
+    gt: ``{volume: [(z, [x1, y1, x2, y2]), ...]}`` (see :mod:`uld.data.annotations`).
     detections: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``.
     iou_threshold: a tracklet hits a box when the overlap is ``>= iou_threshold``;
         ``0 < iou_threshold <= 1``.
 
-    Both inputs are validated (:class:`uld.eval.detections.EvalFormatError`); a detection
+    Both inputs are validated (:class:`uld.data.annotations.EvalFormatError`); a detection
     volume missing from ``gt`` raises :class:`UnknownVolumeError` naming it.
     """
     if not (0.0 < float(iou_threshold) <= 1.0):
@@ -301,45 +257,11 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def froc_sensitivity(
-    fps: np.ndarray, sens: np.ndarray, fp_rates: Sequence[float] = FP_RATES
-) -> np.ndarray:
-    """``(R,)`` sensitivity at ``fp_rates`` off an FROC curve (``(T,)`` arrays, ranking order).
-
-    ``interp1d(fps, sens, fill_value="extrapolate")`` as the reference; where that is
-    undefined (fewer than 2 points) or not finite,
-    ``sens[clip(searchsorted(fps, rate, "left") - 1, 0, T - 1)]``, which is what the
-    reference returns wherever it is finite (see the module docstring); 0 when ``T == 0``.
-    """
-    fps = np.asarray(fps, dtype=np.float64)
-    sens = np.asarray(sens, dtype=np.float64)
-    rates = np.asarray(fp_rates, dtype=np.float64)
-    if len(fps) == 0:
-        return np.zeros(len(rates), dtype=np.float64)
-    index = np.clip(np.searchsorted(fps, rates, side="left") - 1, 0, len(fps) - 1)
-    step = sens[index]
-    if len(fps) < 2:
-        return step
-    with np.errstate(divide="ignore", invalid="ignore"):
-        reference = interp1d(fps, sens, fill_value="extrapolate")(rates)
-    return np.where(np.isfinite(reference), reference, step)
-
-
 def _walk(matches: P3DMatches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative (hits, fp_froc, fp_ap) after each tracklet of the ranking, ``(T,)`` int64."""
-    n = matches.n_tracklets
-    order = np.argsort(matches.scores)[::-1]
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n, dtype=np.int64)
-    counts = np.diff(matches.hit_ptr)
-    pair_rank = np.repeat(rank, counts)
-    first_rank = np.full(matches.npos, n, dtype=np.int64)
-    np.minimum.at(first_rank, matches.hit_gt, pair_rank)
-    new = pair_rank == first_rank[matches.hit_gt]
-    new_hits = np.bincount(pair_rank[new], minlength=n)
-    rehits = np.bincount(pair_rank[~new], minlength=n)
-    misses = (counts == 0).astype(np.int64)[order]
-    return np.cumsum(new_hits), np.cumsum(misses), np.cumsum(misses + rehits)
+    """Cumulative (hits, fp_froc, fp_ap) after each tracklet of the ranking, ``(T,)`` int64:
+    the FROC counts misses as false positives, the AP also re-hits."""
+    walk = froc_walk(matches.scores, matches.hit_ptr, matches.hit_gt, matches.npos)
+    return walk.tps, walk.fp, walk.fp + walk.rehits
 
 
 def p3d_metrics(

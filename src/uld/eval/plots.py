@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from uld.atomic import write_bytes
-from uld.eval.p3d import FP_RATES, froc_sensitivity
+from uld.eval.froc import FP_RATES, froc_sensitivity
 
 __all__ = ["plot_froc"]
 

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from uld.eval.detections import EvalFormatError, GroundTruth, read_gt
+from uld.data.annotations import EvalFormatError, GroundTruth, read_gt
+from uld.eval.froc import FP_RATES, FrocResult
 from uld.eval.ground_truth import GroundTruth3D, read_boxes3d_gt, read_keyslice_gt
 from uld.eval.iobb3d import IOBB3DMatches, iobb3d_metrics, match_iobb3d
-from uld.eval.keyslice import FP_RATES, FrocResult, KeySliceMatches, keyslice_metrics, match_keyslice
+from uld.eval.keyslice import KeySliceMatches, keyslice_metrics, match_keyslice
 from uld.eval.p3d import P3DMatches, P3DResult, match_p3d, p3d_metrics
 
 __all__ = [
@@ -72,7 +73,7 @@ def read_protocol_gt(
 ) -> AnyGroundTruth:
     """The ground truth of ``protocol`` from a file or dataset folder.
 
-    p3d: :func:`uld.eval.detections.read_gt`; keyslice:
+    p3d: :func:`uld.data.annotations.read_gt`; keyslice:
     :func:`uld.eval.ground_truth.read_keyslice_gt`; iobb3d:
     :func:`uld.eval.ground_truth.read_boxes3d_gt` (the manual 1K pickle needs ``split``
     ``"val"`` or ``"test"``). A dataset folder needs ``split`` for every protocol.
@@ -228,7 +229,7 @@ def evaluate_protocol(
 
     protocol: ``"p3d"``, ``"keyslice"`` or ``"iobb3d"``; gt: from :func:`read_protocol_gt`;
     detections: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``
-    (:func:`uld.eval.detections.read_detections`).
+    (:func:`uld.data.annotations.read_detections`).
     """
     matches = match_protocol(protocol, gt, detections, threshold, **options)
     return protocol_result(protocol, matches, fp_rates)

@@ -22,17 +22,18 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
-from uld.eval.breakdown import Breakdown, breakdown, gt_long_axis
-from uld.eval.detections import Detections, flatten_gt, read_detections
+from uld.data.annotations import Detections, flatten_gt, read_detections
+from uld.data.dataset import DatasetFolder
+from uld.data.deeplesion import DLInfo, read_dl_info, spacing_by_folder
+from uld.data.subvolume import parse_subvolume_name
+from uld.eval.breakdown import DEEPLESION_LESION_TYPES, Breakdown, breakdown, gt_long_axis
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.protocols import ProtocolResult, evaluate_protocol, read_protocol_gt
-
-if TYPE_CHECKING:
-    from uld.data.deeplesion import DLInfo
 
 __all__ = ["Evaluation", "box_types", "evaluate_files", "shift_detections"]
 
@@ -97,8 +98,6 @@ def box_types(gt: Mapping[str, Any], types: TypeTable) -> tuple[np.ndarray, dict
 
 
 def _deeplesion_types(dl_info: DLInfo, one_based: bool) -> TypeTable:
-    from uld.eval.breakdown import DEEPLESION_LESION_TYPES
-
     shift = 1.0 if one_based else 0.0
     table: TypeTable = {}
     for rec in dl_info.records:
@@ -125,10 +124,6 @@ def _synthetic_types(root: Path) -> TypeTable:
 
 
 def _folder_spacing(root: Path, names: list[str]) -> dict[str, tuple[float, float]]:
-    import SimpleITK as sitk
-
-    from uld.data.dataset import DatasetFolder
-
     folder = DatasetFolder(root)
     spacing = {}
     for name in names:
@@ -140,8 +135,6 @@ def _folder_spacing(root: Path, names: list[str]) -> dict[str, tuple[float, floa
 
 
 def _deeplesion_spacing(dl_info: DLInfo, names: list[str]) -> dict[str, tuple[float, float]]:
-    from uld.data.deeplesion import parse_subvolume_name, spacing_by_folder
-
     by_folder = spacing_by_folder(dl_info)
     out = {}
     for name in names:
@@ -194,8 +187,6 @@ def evaluate_files(
         spacing = _folder_spacing(gt_path, volumes)
         types = _synthetic_types(gt_path)
     elif dl_info is not None:
-        from uld.data.deeplesion import read_dl_info
-
         info = read_dl_info(dl_info, drop_noisy=False)
         spacing = _deeplesion_spacing(info, volumes)
         if not isinstance(gt, GroundTruth3D):

@@ -22,14 +22,13 @@ import yaml
 
 from uld.atomic import write_text
 from uld.config import Config, config_from_dict, upgrade_saved_config
+from uld.data.annotations import GroundTruth, read_detections, read_gt, write_detections_json
 from uld.data.dataset import DatasetFolder
-from uld.data.sources import VolumeStore
+from uld.data.sources import VolumeStore, dataset_sources
 from uld.data.synth import SynthConfig, format_summary, write_synthetic_dataset
-from uld.eval.detections import GroundTruth, read_detections, read_gt, write_detections_json
 from uld.eval.p3d import evaluate_p3d
 from uld.experiment.stats import Interval, bootstrap_volumes, resampled
 from uld.infer.predict import load_model, predict_volumes
-from uld.infer.scans import dataset_sources
 from uld.mining.negatives import HARD_NEGATIVES_JSON, mine_negatives, pool_truth
 from uld.train.loop import train
 

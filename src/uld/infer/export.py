@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from uld.atomic import write_text
+from uld.data.annotations import Tracklet
+from uld.data.stack import REVIEW_WINDOW_HU
 from uld.data.volume import Volume
-from uld.infer.link import Tracklet
-from uld.infer.overlay import SOFT_TISSUE_WINDOW, slice_overlay_figure, write_png
+from uld.infer.overlay import slice_overlay_figure, write_png
+from uld.outdir import leaves_folder
 
 __all__ = [
     "CSV_COLUMNS",
@@ -457,7 +459,7 @@ def read_slicer_roi(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+    if leaves_folder(name):
         raise ValueError(f"volume name {name!r} cannot name files (empty, '.', '..' or has a path separator)")
 
 
@@ -478,7 +480,7 @@ def write_volume_outputs(
     out_dir: str | Path,
     overlays: bool = True,
     max_overlays: int = 20,
-    window: tuple[float, float] = SOFT_TISSUE_WINDOW,
+    window: tuple[float, float] = REVIEW_WINDOW_HU,
     source: str | None = None,
 ) -> dict[str, Path | list[Path]]:
     """Write one volume's outputs into ``out_dir``, each file atomically:

@@ -1,7 +1,7 @@
 """Link per-slice 2D detections into 3D lesions ("tracklets") with a Kalman filter along z.
 
-METHOD.md ("Inference") links the 2D boxes of a volume with a Kalman filter, as Lesion Harvester
-did, but no public text gives that filter. This is our design; ``docs/linking.md`` explains it
+The method (docs/method.md) links the 2D boxes of a volume with a Kalman filter, as Lesion
+Harvester did, but no public text gives that filter. This is our design; ``docs/linking.md`` explains it
 for users and reports what it measured against :func:`uld.infer.link.link_by_iou`.
 
 State and motion model
@@ -108,10 +108,11 @@ from itertools import pairwise
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from uld.infer.link import SliceDetections, Tracklet
+from uld.config import KalmanLinkerParams
+from uld.data.annotations import Tracklet
+from uld.infer.link import SliceDetections
 
 __all__ = [
-    "KalmanLinkerParams",
     "boxes_to_state",
     "initial_state",
     "innovation_cov",
@@ -122,46 +123,6 @@ __all__ = [
 ]
 
 _N = 4  # measured entries: cx, cy, w, h
-
-
-@dataclass(frozen=True)
-class KalmanLinkerParams:
-    """Parameters of :func:`link_kalman`; lengths are pixels, steps are slices.
-
-    Noise standard deviations are fractions of the track's size ``s = sqrt(w h)`` (pixels per
-    slice for the process and velocity entries), see the module docstring.
-    """
-
-    max_gap: int = 1
-    """Missed slices a track may bridge: it is closed when its last box lies more than
-    ``max_gap + 1`` slices behind the current one (same meaning as in ``link_by_iou``)."""
-    gate: float = 13.28
-    """Largest squared Mahalanobis distance of a pair (99 % of chi-square, 4 degrees)."""
-    pos_measure_std: float = 0.1
-    """Measurement noise of the box centre, fraction of ``s``."""
-    size_measure_std: float = 0.1
-    """Measurement noise of the box width and height, fraction of ``s``."""
-    pos_process_std: float = 0.05
-    """Random change of the centre per slice beyond the constant velocity, fraction of ``s``."""
-    size_process_std: float = 0.1
-    """Random change of width and height per slice beyond the trend, fraction of ``s``
-    (larger than the centre's: a blob's cross-section changes fast near its ends)."""
-    vel_process_std: float = 0.05
-    """Random change of each velocity per slice, fraction of ``s`` per slice."""
-    init_vel_std: float = 0.05
-    """Standard deviation of a new track's (zero) velocities, fraction of ``s`` per slice."""
-    min_size_px: float = 4.0
-    """Width and height are floored at this when forming ``s`` (tiny boxes keep some slack)."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_gap, (int, np.integer)) or self.max_gap < 0:
-            raise ValueError(f"KalmanLinkerParams.max_gap = {self.max_gap!r}: must be an integer >= 0")
-        for name in ("gate", "pos_measure_std", "size_measure_std", "init_vel_std", "min_size_px"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"KalmanLinkerParams.{name} = {getattr(self, name)!r}: must be > 0")
-        for name in ("pos_process_std", "size_process_std", "vel_process_std"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"KalmanLinkerParams.{name} = {getattr(self, name)!r}: must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,18 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from uld.boxes import iou
-
-Tracklet = list[tuple[int, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class OverlapLinkerParams:
-    """Settings of :func:`link_by_iou` (``infer.overlap`` in the config)."""
-
-    iou_threshold: float = 0.3
-    """A box joins a track when its IoU with the track's last box reaches this."""
-    max_gap: int = 1
-    """Slices a track may miss and still continue."""
+from uld.data.annotations import Tracklet
 
 
 @dataclass(frozen=True)

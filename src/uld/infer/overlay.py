@@ -21,11 +21,11 @@ from matplotlib.patches import Rectangle
 
 from uld.atomic import write_bytes
 from uld.boxes import as_boxes
+from uld.data.stack import REVIEW_WINDOW_HU
 from uld.data.stack import window as to_grey
 
 __all__ = ["slice_overlay_figure", "write_png"]
 
-SOFT_TISSUE_WINDOW = (-160.0, 240.0)
 HIGHLIGHT_COLOR = "#ffd000"
 OTHER_COLOR = "#00c8ff"
 _FIG_WIDTH_IN = 6.4
@@ -39,7 +39,7 @@ def slice_overlay_figure(
     highlight_xyxy: Sequence[float] | None = None,
     label: str = "",
     title: str = "",
-    window: tuple[float, float] = SOFT_TISSUE_WINDOW,
+    window: tuple[float, float] = REVIEW_WINDOW_HU,
     dpi: int = 100,
 ) -> Figure:
     """A figure (with an Agg canvas) of one slice and its boxes.

@@ -13,10 +13,11 @@ from torch import nn
 from tqdm import tqdm
 
 from uld.config import Config, InferConfig, config_from_dict, upgrade_saved_config
+from uld.data.annotations import Tracklet
 from uld.data.preprocess import prepare_stacks
 from uld.data.volume import Volume
 from uld.infer.kalman import link_kalman
-from uld.infer.link import SliceDetections, Tracklet, link_by_iou
+from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.suppress import merge_tracklets, suppress_slices
 from uld.model.build import LesionDetector, build_detector
 from uld.model.files import read_model_file

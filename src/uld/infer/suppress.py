@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_area
 
-from uld.infer.link import SliceDetections, Tracklet
+from uld.data.annotations import Tracklet
+from uld.infer.link import SliceDetections
 
 __all__ = [
     "contained_keep",

@@ -1,4 +1,4 @@
-"""Which teacher predictions become mined lesions (METHOD.md, steps 2-3). Pure functions."""
+"""Which teacher predictions become mined lesions (docs/method.md, steps 2-3). Pure functions."""
 
 from __future__ import annotations
 

@@ -12,9 +12,8 @@ from matplotlib.patches import Rectangle
 from uld.atomic import atomic_path
 from uld.config import Config
 from uld.data.samples import KeySliceDataset
+from uld.data.stack import REVIEW_WINDOW_HU
 from uld.mining.harvest import MinedSlice
-
-DISPLAY_HU = (-160.0, 240.0)
 
 
 def _draw(ax, boxes: torch.Tensor, color: str, style: str = "-") -> None:
@@ -49,7 +48,7 @@ def mined_gallery(
         ax.axis("off")
     centre = config.data.num_slices // 2
     low, high = config.data.window_hu  # show a soft-tissue window (-160..240 HU) of the input
-    shown = ((DISPLAY_HU[0] - low) / (high - low), (DISPLAY_HU[1] - low) / (high - low))
+    shown = ((REVIEW_WINDOW_HU[0] - low) / (high - low), (REVIEW_WINDOW_HU[1] - low) / (high - low))
     for ax, (sample, boxes, scores) in zip(axes.flat, found):
         ax.imshow(sample.image[centre].numpy(), cmap="gray", vmin=shown[0], vmax=shown[1])
         if sample.truth is not None:

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from uld.config import MiningConfig
 from uld.data.preprocess import Frame
 from uld.data.samples import KeySliceDataset, Sample
+from uld.data.slice_boxes import SliceBox
 from uld.infer.suppress import contained_keep
 from uld.mining.diagnostics import MiningCounts, ScoreProfile, mining_counts, score_profile
-from uld.mining.export import SliceBox
 from uld.mining.filter import gt_nms, mine, supported
 
 

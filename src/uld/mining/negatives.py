@@ -1,4 +1,4 @@
-"""Hard negatives (P-, METHOD.md): confident detections on fully annotated volumes that match
+"""Hard negatives (P-, docs/method.md): confident detections on fully annotated volumes that match
 no lesion.
 
 A detection on slice z is a hard negative when its score is at least ``min_score`` and it
@@ -22,11 +22,12 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from uld.config import Config
-from uld.eval.detections import GroundTruth
+from uld.data.annotations import GroundTruth
+from uld.data.dataset import DatasetFolder
+from uld.data.slice_boxes import SliceBox, write_slice_boxes
+from uld.data.sources import ScanSource
 from uld.infer.link import SliceDetections
 from uld.infer.predict import detect_slices
-from uld.infer.scans import ScanSource
-from uld.mining.export import SliceBox, write_slice_boxes
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def mine_negatives(
 ) -> dict[str, Any]:
     """Run ``model`` over every slice of each fully annotated volume in ``sources`` and write
     its hard negatives to ``out_dir`` (``HardNegatives.pkl`` and ``hard_negatives.json``,
-    :mod:`uld.mining.export`). ``truth`` holds every lesion box of those volumes, 0-based
+    :mod:`uld.data.slice_boxes`). ``truth`` holds every lesion box of those volumes, 0-based
     native pixels; a source it does not list is refused by name. Returns a summary."""
     missing = [s.name for s in sources if s.name not in truth]
     if missing:
@@ -110,8 +111,6 @@ def pool_truth(root: str | Path, truth_file: str = "annotations_full.csv") -> Gr
     """Every lesion box of the ``negatives`` volumes of a dataset folder: from ``truth_file``
     when the folder has it (the synthetic generator's every-slice boxes), else from
     ``annotations.csv``. Volumes without boxes are listed with none."""
-    from uld.data.dataset import DatasetFolder
-
     folder = DatasetFolder(root)
     names = folder.volumes("negatives")
     if not names:

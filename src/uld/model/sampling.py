@@ -2,7 +2,7 @@
 
 torchvision labels each anchor (RPN) or proposal (RoI head) as foreground, background or
 "discard" from its overlap with the ground truth, then samples a fixed number of foreground
-and background ones per image. Mining and hard-negative retraining (METHOD.md) add three
+and background ones per image. Mining and hard-negative retraining (docs/method.md) add three
 kinds of box to a target dict, and this module turns them into labels. Pure functions on
 tensors; ``uld.model.heads`` calls them from torchvision subclasses.
 

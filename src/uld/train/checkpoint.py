@@ -59,8 +59,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def resume_file(
+    student: dict[str, Any], teacher: dict[str, Any], optimizer: dict[str, Any], step: int,
+    config: dict, records: dict[str, Any],
+) -> dict[str, Any]:
+    """The content of ``last.pt``: the state dicts of the student, the EMA teacher and the
+    optimiser, the next step, every RNG state (taken now), the config, the loop's records and
+    the package version: all that ``uld train --resume`` restores."""
+    return {
+        "student": student,
+        "teacher": teacher,
+        "optimizer": optimizer,
+        "step": step,
+        "rng": rng_state(),
+        "config": config,
+        "records": records,
+        "version": uld.__version__,
+    }
+
+
 def model_file(model_state: dict[str, torch.Tensor], config: dict, step: int, metrics: dict) -> dict:
-    """The content of ``best.pt`` / ``model.pt``."""
+    """The content of ``best.pt`` / ``model.pt``: the teacher's weights, the config, the step
+    and the metrics that chose it, the package version."""
     return {
         "model": model_state,
         "config": config,

@@ -6,6 +6,7 @@
 - :func:`check_finite_loss` / :func:`check_finite_weights`: a NaN or infinite loss or weight
   stops the run with :class:`NonFiniteError`, naming the step and the losses (or tensors),
   before anything non-finite is written; the last checkpoint on disk stays the last finite one.
+  :class:`FiniteGuard` holds the two for one run, with the checkpoint its messages name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import shlex
 import signal
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -107,3 +109,18 @@ def _kept(path: Path, step: int | None) -> str:
     if step is None or not path.is_file():
         return "no checkpoint was written yet; lower train.lr or check the data"
     return f"the last finite checkpoint, {path} (step {step}), is kept; lower train.lr or check the data"
+
+
+@dataclass
+class FiniteGuard:
+    """The NaN/inf checks of one run. Their message names ``last_checkpoint`` and the step it
+    holds (``checkpoint_step``, None until the run has written one)."""
+
+    last_checkpoint: Path
+    checkpoint_step: int | None = None
+
+    def loss(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
+        check_finite_loss(step, losses, self.last_checkpoint, self.checkpoint_step)
+
+    def weights(self, step: int, named: Iterable[tuple[str, Mapping[str, torch.Tensor]]]) -> None:
+        check_finite_weights(step, named, self.last_checkpoint, self.checkpoint_step)

@@ -1,4 +1,9 @@
-"""The training loop: a plain function you can read in one screen.
+"""The training loop: a plain function you can read in one screen (:func:`train`).
+
+It has the shape of detectron2's ``TrainerBase.train``: open the run, then for each step
+:func:`train_step` (the algorithm: mining, one student step, the EMA update; no files, no
+logging) followed by :func:`after_step` (records, logging, validation, checkpoints), then
+finish the run.
 
 Every step: the teacher (EMA of the student) predicts on the batch at ratio 1.0, its
 confident boxes that overlap no known lesion are mined, the batch is resized for the student
@@ -24,33 +29,251 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import uld
 from uld.atomic import write_text
 from uld.config import Config, config_from_dict, config_to_dict, save_config, upgrade_saved_config
 from uld.data.samples import KeySliceDataset, Sample, collate
-from uld.data.sources import open_training_data
+from uld.data.sources import TrainingData, open_training_data
 from uld.data.transforms import resize_image, scale_boxes
 from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
-from uld.mining.export import write_slice_boxes
-from uld.mining.gallery import mined_gallery
-from uld.mining.harvest import count_mining, harvest, mine_samples, mine_truth, profile_teacher
+from uld.mining.export import export_mined
+from uld.mining.harvest import count_mining, mine_samples, mine_truth, profile_teacher
 from uld.mining.policy import targets_for_student
 from uld.model.build import build_detector
-from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, rng_state, set_rng_state
+from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, resume_file, set_rng_state
 from uld.train.distributed import Context, batch_indices, context, resize_ratio
-from uld.train.guard import (
-    StopOnInterrupt,
-    TrainingInterrupted,
-    check_finite_loss,
-    check_finite_weights,
-)
+from uld.train.guard import FiniteGuard, StopOnInterrupt, TrainingInterrupted
 from uld.train.logging import RunLogger
 from uld.train.schedule import build_optimizer, learning_rate
 from uld.train.validation import validate
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train a student/teacher pair on ``config.data.root``; returns the run summary.
+
+    SIGINT stops the run after the step in progress, with ``last.pt`` saved, by raising
+    :class:`uld.train.guard.TrainingInterrupted`; a NaN or infinite loss or weight raises
+    :class:`uld.train.guard.NonFiniteError` and writes nothing non-finite.
+    """
+    with StopOnInterrupt() as stop:
+        run = open_run(config, Path(out_dir), resume, progress, stop)
+        for step, batch in enumerate(run.batches, start=run.start):
+            result = train_step(step, batch, run.model, run.teacher, run.optimizer, config,
+                                run.ctx.device, run.guard)
+            after_step(run, result)
+        return finish(run)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step did. losses: each loss of the student (floats); loss: their sum;
+    lr: the learning rate it used; ema_momentum: the teacher's averaging weight; mining: the
+    batch's mining counts (zero when not mining); seconds spent mining and in the student step."""
+
+    step: int
+    losses: dict[str, float]
+    loss: float
+    lr: float
+    ema_momentum: float
+    mining: MiningCounts
+    teacher_seconds: float
+    student_seconds: float
+
+
+def train_step(
+    step: int, batch: list[Sample], model: nn.Module, teacher: EMATeacher,
+    optimizer: torch.optim.Optimizer, config: Config, device: torch.device | str = "cpu",
+    guard: FiniteGuard | None = None,
+) -> StepResult:
+    """One step of the method on ``batch``: the teacher mines (from ``mining.start_iteration``
+    on, unless ``mining.policy`` is ``none``), the student (``model``, DDP-wrapped or not)
+    takes one optimiser step on the known and mined boxes at this step's resize ratio, and the
+    teacher averages the student in. ``guard`` stops a non-finite loss before the step."""
+    tc = config.train
+    lr = learning_rate(step, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
+                       tc.lr_decay_at, tc.lr_decay_gamma)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    mining_now = config.mining.policy != "none" and step >= config.mining.start_iteration
+    mined = [torch.zeros((0, 4), device=device) for _ in batch]
+    if mining_now:
+        found = mine_truth(batch, config.mining, device) if config.mining.source == "truth" \
+            else mine_samples(teacher.module, batch, config.mining, device)
+        mined = [b for b, _ in found]
+    t1 = time.perf_counter()
+
+    ratio = resize_ratio(step, tc.seed, *tc.resize_range)
+    losses = model(*student_batch(batch, mined, ratio, config, device))
+    loss = sum(losses.values())
+    (guard or FiniteGuard(Path("last.pt"))).loss(step, {**losses, "total": loss})
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    momentum = teacher.update(model)
+    t2 = time.perf_counter()
+    return StepResult(
+        step=step, losses={k: float(v.detach()) for k, v in losses.items()},
+        loss=float(loss.detach()), lr=lr, ema_momentum=momentum,
+        mining=count_mining(batch, mined) if mining_now else MiningCounts(),
+        teacher_seconds=t1 - t0, student_seconds=t2 - t1,
+    )
+
+
+@dataclass
+class Run:
+    """What a run holds from :func:`open_run` to :func:`finish`. ``model`` is the student,
+    wrapped in DDP when distributed; ``done`` counts the steps finished."""
+
+    config: Config
+    out: Path
+    ctx: Context
+    data: TrainingData
+    dataset: KeySliceDataset
+    student: nn.Module
+    model: nn.Module
+    teacher: EMATeacher
+    optimizer: torch.optim.Optimizer
+    records: Records
+    guard: FiniteGuard
+    logger: RunLogger
+    bar: tqdm
+    batches: Iterator[list[Sample]]
+    start: int
+    stop: StopOnInterrupt
+    progress: bool
+    done: int
+
+
+def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: StopOnInterrupt) -> Run:
+    """Seed, read the data, build the student, teacher and optimiser (from ``last.pt`` when
+    resuming), write ``config.yaml`` and start the batches where the run left off."""
+    ctx = context(config.train.device)
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+
+    data = open_training_data(config.data)
+    dataset = KeySliceDataset(
+        data.store, data.labels, config.data, data.truth, source=data.source,
+        hard_negatives=data.hard_negatives, complete=data.complete,
+        context=config.mining.policy != "none" and config.mining.consistency_neighbours > 0,
+    )
+    student = build_detector(config.model, config.data.num_slices).to(ctx.device)
+    teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
+    optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum,
+                                tc.weight_decay)
+    records, start, saved = Records(), 0, None
+    guard = FiniteGuard(out / "last.pt")
+    if resume:
+        saved = load_checkpoint(guard.last_checkpoint)
+        _check_resumable(saved, config, guard.last_checkpoint)
+        student.load_state_dict(saved["student"])
+        teacher.load_state_dict(saved["teacher"])
+        optimizer.load_state_dict(saved["optimizer"])
+        records, start = Records.from_state(saved["records"]), int(saved["step"])
+        guard.checkpoint_step = start
+    elif guard.last_checkpoint.exists():
+        raise FileExistsError(f"{out} already holds a run: pass --resume, or choose another --out")
+    model = DistributedDataParallel(student) if ctx.world_size > 1 else student
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+    logger = RunLogger(out, enabled=ctx.is_main)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
+        collate_fn=collate, num_workers=tc.num_workers,
+    )
+    batches = iter(loader)  # draws from the global RNG: restore the saved state after this
+    if saved is not None:
+        set_rng_state(saved["rng"])
+    bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
+               disable=not (progress and ctx.is_main), leave=False)
+    return Run(config, out, ctx, data, dataset, student, model, teacher, optimizer, records, guard,
+               logger, bar, batches, start, stop, progress, done=start)
+
+
+def after_step(run: Run, result: StepResult) -> None:
+    """Count, log every ``train.log_every`` steps, validate every ``train.eval_every`` (keeping
+    ``best.pt``), write ``last.pt`` every ``train.checkpoint_every``; stop on Ctrl-C."""
+    tc, records = run.config.train, run.records
+    records.add(result)
+    run.done = done = result.step + 1
+    run.bar.update(1)
+    if done % tc.log_every == 0 or done == tc.iterations:
+        run.logger.scalars(done, {
+            **{f"loss/{k}": v for k, v in result.losses.items()},
+            "loss/total": result.loss, "lr": result.lr, "ema/momentum": result.ema_momentum,
+            "mining/mined_per_batch": float(result.mining.mined),
+            "mining/mined_total": float(records.mining.mined),
+            "mining/true_total": float(records.mining.true),
+            "mining/missing_total": float(records.mining.missing),
+            "mining/found_total": float(records.mining.found),
+            "mining/precision": records.mining.precision,
+            "mining/recall": records.mining.recall,
+        })
+        run.bar.set_postfix(loss=f"{result.loss:.3f}", mined=records.mining.mined)
+    if run.ctx.is_main and run.data.val and (done % tc.eval_every == 0 or done == tc.iterations):
+        _validate(run)
+    if run.ctx.is_main and (done % tc.checkpoint_every == 0 or done == tc.iterations
+                            or run.stop.requested):
+        run.guard.weights(done, [("student", run.student.state_dict()),
+                                 ("teacher", run.teacher.state_dict())])
+        atomic_save(resume_file(run.student.state_dict(), run.teacher.state_dict(),
+                                run.optimizer.state_dict(), done, config_to_dict(run.config),
+                                records.state()), run.guard.last_checkpoint)
+        run.guard.checkpoint_step = done
+    if run.stop.requested:
+        run.bar.close()
+        raise TrainingInterrupted(done, run.out)
+
+
+def _validate(run: Run) -> None:
+    """P3D on the validation set and the teacher's score profile on training slices, logged;
+    ``best.pt`` when the AP is the best so far."""
+    config, teacher, done = run.config, run.teacher.module, run.done
+    result = validate(teacher, run.data.store, run.data.val, config, run.ctx.device)
+    profile = profile_teacher(teacher, run.dataset, run.ctx.device)
+    run.logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg,
+                              **(profile.scalars(config.mining.tau) if profile else {})})
+    if result.ap > run.records.best_ap:
+        run.guard.weights(done, [("teacher", teacher.state_dict())])
+        run.records.best_ap, run.records.best_step = result.ap, done
+        atomic_save(model_file(teacher.state_dict(), config_to_dict(config), done, result.to_json()),
+                    run.out / "best.pt")
+
+
+def finish(run: Run) -> dict:
+    """Write the final teacher (``model.pt``), its mined lesions (mining runs), ``skipped.txt``
+    and ``summary.json``; returns the summary."""
+    config, ctx, out = run.config, run.ctx, run.out
+    run.bar.close()
+    run.stop.release()  # from here on Ctrl-C interrupts at once (last.pt holds the final step)
+    if ctx.world_size > 1:  # every rank mined its own share of each global batch
+        counts = torch.tensor(run.records.state()["mining"], dtype=torch.int64)
+        torch.distributed.all_reduce(counts)
+        run.records.mining = MiningCounts(*counts.tolist())
+    summary = _summary(config, run.records, len(run.dataset), run.done)
+    skipped = [*run.data.skipped, *run.dataset.skipped]
+    summary["skipped_inputs"] = {"count": len(skipped), "first": skipped[:20], "all": "skipped.txt"}
+    if ctx.is_main and config.mining.policy != "none":
+        summary["final_teacher_mining"] = export_mined(run.teacher.module, run.dataset, config, out,
+                                                       ctx.device, run.progress)
+    if ctx.is_main:
+        atomic_save(model_file(run.teacher.module.state_dict(), config_to_dict(config),
+                               summary["steps"], {}), out / "model.pt")
+        write_text(out / "skipped.txt", "".join(f"{m}\n" for m in skipped))
+        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    run.logger.close()
+    if ctx.world_size > 1:  # leave together: a rank exiting early can abort the others (gloo)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return summary
 
 
 @dataclass
@@ -73,6 +296,12 @@ class Records:
             "timed_steps": self.timed_steps,
         }
 
+    def add(self, step: StepResult) -> None:
+        self.teacher_seconds += step.teacher_seconds
+        self.student_seconds += step.student_seconds
+        self.timed_steps += 1
+        self.mining = self.mining + step.mining
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Records:
         return cls(
@@ -80,6 +309,7 @@ class Records:
             mining=MiningCounts(*state["mining"]), teacher_seconds=state["teacher_seconds"],
             student_seconds=state["student_seconds"], timed_steps=state["timed_steps"],
         )
+
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -131,190 +361,6 @@ def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
     ]
     if differ:
         raise ValueError(f"{path}: cannot resume with a different config ({', '.join(differ)})")
-
-
-def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train a student/teacher pair on ``config.data.root``; returns the run summary.
-
-    SIGINT stops the run after the step in progress, with ``last.pt`` saved, by raising
-    :class:`uld.train.guard.TrainingInterrupted`; a NaN or infinite loss or weight raises
-    :class:`uld.train.guard.NonFiniteError` and writes nothing non-finite.
-    """
-    with StopOnInterrupt() as stop:
-        return _train(config, Path(out_dir), resume, progress, stop)
-
-
-def _train(config: Config, out: Path, resume: bool, progress: bool, stop: StopOnInterrupt) -> dict:
-    ctx = context(config.train.device)
-    tc = config.train
-    torch.manual_seed(tc.seed)
-    random.seed(tc.seed)
-
-    data = open_training_data(config.data)
-    mining_on = config.mining.policy != "none"
-    dataset = KeySliceDataset(
-        data.store, data.labels, config.data, data.truth, source=data.source,
-        hard_negatives=data.hard_negatives, complete=data.complete,
-        context=mining_on and config.mining.consistency_neighbours > 0,
-    )
-    store = data.store
-
-    student = build_detector(config.model, config.data.num_slices).to(ctx.device)
-    teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
-    optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum,
-                                tc.weight_decay)
-    records, start, saved, saved_step = Records(), 0, None, None
-    last_path = out / "last.pt"
-    if resume:
-        saved = load_checkpoint(last_path)
-        _check_resumable(saved, config, last_path)
-        student.load_state_dict(saved["student"])
-        teacher.load_state_dict(saved["teacher"])
-        optimizer.load_state_dict(saved["optimizer"])
-        records, start = Records.from_state(saved["records"]), int(saved["step"])
-        saved_step = start
-    elif last_path.exists():
-        raise FileExistsError(f"{out} already holds a run: pass --resume, or choose another --out")
-    model = DistributedDataParallel(student) if ctx.world_size > 1 else student
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-    logger = RunLogger(out, enabled=ctx.is_main)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
-        collate_fn=collate, num_workers=tc.num_workers,
-    )
-    batches = iter(loader)  # draws from the global RNG: restore the saved state after this
-    if saved is not None:
-        set_rng_state(saved["rng"])
-    bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
-               disable=not (progress and ctx.is_main), leave=False)
-    val_gt = data.val
-    done = start
-    for step, batch in enumerate(batches, start=start):
-        lr = learning_rate(step, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
-                           tc.lr_decay_at, tc.lr_decay_gamma)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        mining_now = mining_on and step >= config.mining.start_iteration
-        mined = [torch.zeros((0, 4), device=ctx.device) for _ in batch]
-        if mining_now:
-            found = mine_truth(batch, config.mining, ctx.device) \
-                if config.mining.source == "truth" \
-                else mine_samples(teacher.module, batch, config.mining, ctx.device)
-            mined = [b for b, _ in found]
-        t1 = time.perf_counter()
-
-        ratio = resize_ratio(step, tc.seed, *tc.resize_range)
-        losses = model(*student_batch(batch, mined, ratio, config, ctx.device))
-        loss = sum(losses.values())
-        check_finite_loss(step, {**losses, "total": loss}, last_path, saved_step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        momentum = teacher.update(student)
-        t2 = time.perf_counter()
-
-        records.teacher_seconds += t1 - t0
-        records.student_seconds += t2 - t1
-        records.timed_steps += 1
-        batch_counts = count_mining(batch, mined) if mining_now else MiningCounts()
-        records.mining = records.mining + batch_counts
-        done = step + 1
-        bar.update(1)
-        if done % tc.log_every == 0 or done == tc.iterations:
-            logger.scalars(done, {
-                **{f"loss/{k}": v for k, v in _floats(losses).items()},
-                "loss/total": float(loss.detach()), "lr": lr, "ema/momentum": momentum,
-                "mining/mined_per_batch": float(batch_counts.mined),
-                "mining/mined_total": float(records.mining.mined),
-                "mining/true_total": float(records.mining.true),
-                "mining/missing_total": float(records.mining.missing),
-                "mining/found_total": float(records.mining.found),
-                "mining/precision": records.mining.precision,
-                "mining/recall": records.mining.recall,
-            })
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", mined=records.mining.mined)
-        if ctx.is_main and val_gt and (done % tc.eval_every == 0 or done == tc.iterations):
-            result = validate(teacher.module, store, val_gt, config, ctx.device)
-            profile = profile_teacher(teacher.module, dataset, ctx.device)
-            logger.scalars(done, {"val/ap": result.ap, "val/avg_sensitivity": result.avg,
-                                  **(profile.scalars(config.mining.tau) if profile else {})})
-            if result.ap > records.best_ap:
-                check_finite_weights(done, [("teacher", teacher.module.state_dict())], last_path, saved_step)
-                records.best_ap, records.best_step = result.ap, done
-                atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), done,
-                                       result.to_json()), out / "best.pt")
-        if ctx.is_main and (done % tc.checkpoint_every == 0 or done == tc.iterations or stop.requested):
-            check_finite_weights(done, [("student", student.state_dict()),
-                                        ("teacher", teacher.state_dict())], last_path, saved_step)
-            atomic_save({
-                "student": student.state_dict(), "teacher": teacher.state_dict(),
-                "optimizer": optimizer.state_dict(), "step": done, "rng": rng_state(),
-                "config": config_to_dict(config), "records": records.state(),
-                "version": uld.__version__,
-            }, last_path)
-            saved_step = done
-        if stop.requested:
-            bar.close()
-            raise TrainingInterrupted(done, out)
-    bar.close()
-    stop.release()  # from here on Ctrl-C interrupts at once (last.pt holds the final step)
-    if ctx.world_size > 1:  # every rank mined its own share of each global batch
-        counts = torch.tensor(records.state()["mining"], dtype=torch.int64)
-        torch.distributed.all_reduce(counts)
-        records.mining = MiningCounts(*counts.tolist())
-    summary = _summary(config, records, len(dataset), done)
-    skipped = [*data.skipped, *dataset.skipped]
-    summary["skipped_inputs"] = {"count": len(skipped), "first": skipped[:20], "all": "skipped.txt"}
-    if ctx.is_main and mining_on:
-        summary["final_teacher_mining"] = export_mined(teacher.module, dataset, config, out,
-                                                       ctx.device, progress)
-    if ctx.is_main:
-        atomic_save(model_file(teacher.module.state_dict(), config_to_dict(config), summary["steps"],
-                               {}), out / "model.pt")
-        write_text(out / "skipped.txt", "".join(f"{m}\n" for m in skipped))
-        write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    logger.close()
-    if ctx.world_size > 1:  # leave together: a rank exiting early can abort the others (gloo)
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return summary
-
-
-def _floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {k: float(v.detach()) for k, v in losses.items()}
-
-
-MINED_PICKLE = "MinedLesions.pkl"
-MINED_JSON = "mined_lesions.json"
-MINED_GALLERY = "mined_lesions.png"
-
-
-def export_mined(
-    teacher: torch.nn.Module, dataset: KeySliceDataset, config: Config, out: Path,
-    device: torch.device | str = "cpu", progress: bool = False,
-) -> dict[str, Any]:
-    """Mine the whole training set with the final teacher; write ``MinedLesions.pkl``,
-    ``mined_lesions.json`` (``uld.mining.export``) and the gallery ``mined_lesions.png``.
-    Returns the counts (precision and recall where the truth is known)."""
-    mined, counts = harvest(teacher, dataset, config.mining, device,
-                            config.infer.batch_size, progress)
-    boxes = [b for m in mined for b in m.slice_boxes()]
-    meta = {"tau": config.mining.tau, "gt_nms_iou": config.mining.gt_nms_iou,
-            "policy": config.mining.policy, "training_slices": len(dataset)}
-    write_slice_boxes(boxes, out / MINED_PICKLE, out / MINED_JSON, "mined_lesions", meta,
-                      one_based=config.data.format == "deeplesion")
-    mined_gallery(dataset, mined, config, out / MINED_GALLERY)
-    return {
-        "slices_searched": len(dataset), "slices_with_mined": len(mined), "mined": counts.mined,
-        "mined_true": counts.true,
-        "precision": None if counts.mined == 0 or counts.missing == 0 else counts.precision,
-        "recall": None if counts.missing == 0 else counts.recall,
-        "files": [MINED_PICKLE, MINED_JSON, MINED_GALLERY],
-    }
 
 
 def _summary(config: Config, records: Records, n_samples: int, steps: int) -> dict:

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from uld.config import Config
+from uld.data.annotations import GroundTruth
 from uld.data.sources import VolumeStore
-from uld.eval.detections import GroundTruth
 from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.predict import predict_volumes
 

@@ -1,4 +1,4 @@
-"""uld.eval.detections: ground-truth and detection readers, writers and validation."""
+"""uld.data.annotations: ground-truth and detection readers, writers and validation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uld.eval.detections import (
+from uld.data.annotations import (
     EvalFormatError,
     flatten_detections,
     read_detections,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from uld.data.dataset import DataError
-from uld.infer.linking_quality import LesionTruth, label_boxes, linking_quality, read_lesion_truth
+from uld.eval.linking_quality import LesionTruth, label_boxes, linking_quality, read_lesion_truth
 
 A = [0.0, 0.0, 10.0, 10.0]  # lesion 0
 B = [50.0, 50.0, 60.0, 60.0]  # lesion 1

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from uld.boxes import iou
-from uld.infer.link import Tracklet
+from uld.data.annotations import Tracklet
+from uld.data.dataset import DataError, DatasetFolder
 
 __all__ = ["LesionTruth", "LinkingQuality", "label_boxes", "linking_quality", "read_lesion_truth"]
 
@@ -109,8 +110,6 @@ def read_lesion_truth(
     file and row when the column is missing, not an integer, or a lesion has two boxes on one
     slice.
     """
-    from uld.data.dataset import DataError, DatasetFolder
-
     folder = DatasetFolder(root)
     names = folder.volumes(split)
     table = folder.annotations(filename)

@@ -67,6 +67,8 @@ from typing import Any
 import numpy as np
 
 from uld.atomic import write_text
+from uld.data.dataset import DatasetFolder
+from uld.messages import short_repr
 from uld.safe_pickle import dump_pickle, load_pickle
 
 __all__ = [
@@ -174,24 +176,19 @@ class FlatDetections:
         return out
 
 
-def _fmt(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _check_name(name: Any, where: str) -> str:
     if not isinstance(name, str) or not name:
-        raise EvalFormatError(f"{where}: volume name {_fmt(name)} is not a non-empty string")
+        raise EvalFormatError(f"{where}: volume name {short_repr(name)} is not a non-empty string")
     return name
 
 
 def _z_problem(z: Any) -> str | None:
     """Why ``z`` is not a slice index (None when it is one)."""
     if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, float, np.integer, np.floating)):
-        return f"z = {_fmt(z)} is not a number"
+        return f"z = {short_repr(z)} is not a number"
     zf = float(z)
     if not math.isfinite(zf) or zf != int(zf) or not (0 <= zf < MAX_Z):
-        return f"z = {_fmt(z)} is not a slice index (an integer 0 <= z < 2**31)"
+        return f"z = {short_repr(z)} is not a slice index (an integer 0 <= z < 2**31)"
     return None
 
 
@@ -202,10 +199,10 @@ def _box_problem(box: Any, names: Sequence[str]) -> str | None:
     except (TypeError, ValueError):
         arr = None
     if arr is None or arr.dtype.kind not in _REAL_KINDS:
-        return f"box {_fmt(box)} is not a row of numbers"
+        return f"box {short_repr(box)} is not a row of numbers"
     arr = arr.astype(np.float64)
     if arr.ndim != 1 or arr.shape[0] != len(names):
-        return (f"box {_fmt(box)} has shape {arr.shape}, expected {len(names)} values "
+        return (f"box {short_repr(box)} has shape {arr.shape}, expected {len(names)} values "
                 f"[{', '.join(names)}]")
     values = arr.tolist()  # Python floats: their repr reads "1.5", not "np.float64(1.5)"
     for name, value in zip(names, values):
@@ -329,7 +326,7 @@ def flatten_detections(detections: Mapping[str, Any], where: str = "detections")
                     if not isinstance(item, (list, tuple)) or len(item) != 2:
                         raise EvalFormatError(
                             f"{where}: volume {name!r}, tracklet {t}, box {b}: expected "
-                            f"(z, [x1, y1, x2, y2, score]), got {_fmt(item)}"
+                            f"(z, [x1, y1, x2, y2, score]), got {short_repr(item)}"
                         ) from None
                 raise  # pragma: no cover - unreachable: every item is a 2-sequence
             ptr.append(len(zs))
@@ -362,7 +359,7 @@ def flatten_gt(gt: Mapping[str, Any], where: str = "ground truth") -> FlatGround
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise EvalFormatError(
                     f"{where}: volume {name!r}, box {b}: expected (z, [x1, y1, x2, y2]), "
-                    f"got {_fmt(item)}"
+                    f"got {short_repr(item)}"
                 )
             problem = _z_problem(item[0]) or _box_problem(item[1], _BOX_NAMES[:4])
             if problem:
@@ -392,7 +389,7 @@ def _gt_from_lesion_harvester(obj: Any, where: str) -> GroundTruth:
     gt: GroundTruth = {}
     for key, slices in obj.items():
         if not isinstance(key, str) or not key:
-            raise EvalFormatError(f"{where}: key {_fmt(key)} is not a volume name")
+            raise EvalFormatError(f"{where}: key {short_repr(key)} is not a volume name")
         name = key[: -len(".annot")] if key.endswith(".annot") else key
         _check_name(name, where)
         if name in gt:
@@ -422,7 +419,7 @@ def _gt_from_lesion_harvester(obj: Any, where: str) -> GroundTruth:
                 if (values is None or values.dtype.kind not in _REAL_KINDS or values.ndim != 1
                         or values.shape[0] < 4):
                     raise EvalFormatError(
-                        f"{where}: volume {key!r}, z {z}, box {b}: {_fmt(row)} is not a row "
+                        f"{where}: volume {key!r}, z {z}, box {b}: {short_repr(row)} is not a row "
                         "[x1, y1, x2, y2, ...] of numbers"
                     )
                 problem = _box_problem(values[:4], _BOX_NAMES[:4])
@@ -439,8 +436,6 @@ def gt_from_folder(
     """Ground truth of one split of a dataset folder: every volume of the split, its rows of
     ``annotations.csv`` sorted by ``z`` (stable). ``keep(table) -> bool mask`` selects rows
     (e.g. key slices only); default all."""
-    from uld.data.dataset import DatasetFolder
-
     if split is None:
         raise EvalFormatError(f"{root}: a dataset folder needs a split (train, val or test)")
     folder = DatasetFolder(root)
@@ -484,11 +479,11 @@ def _flat_from_json(doc: Any, where: str) -> FlatDetections:
         raise EvalFormatError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     if doc.get("format") != FORMAT_NAME:
         raise EvalFormatError(
-            f"{where}: format = {_fmt(doc.get('format'))}, expected {FORMAT_NAME!r}"
+            f"{where}: format = {short_repr(doc.get('format'))}, expected {FORMAT_NAME!r}"
         )
     if doc.get("version") != FORMAT_VERSION:
         raise EvalFormatError(
-            f"{where}: version = {_fmt(doc.get('version'))}, this reader knows {FORMAT_VERSION}"
+            f"{where}: version = {short_repr(doc.get('version'))}, this reader knows {FORMAT_VERSION}"
         )
     vols = doc.get("volumes")
     if not isinstance(vols, dict):
@@ -515,12 +510,12 @@ def _flat_from_json(doc: Any, where: str) -> FlatDetections:
                 raise EvalFormatError(
                     f"{where}: volume {name!r}, tracklet {t}: expected "
                     f'{{"score": s, "boxes": [[z, x1, y1, x2, y2, score], ...]}} with at least '
-                    f"one box, got {_fmt(trk)}"
+                    f"one box, got {short_repr(trk)}"
                 )
             for b, row in enumerate(rows):
                 if not isinstance(row, list) or len(row) != 6:
                     raise EvalFormatError(
-                        f"{where}: volume {name!r}, tracklet {t}, box {b}: {_fmt(row)} is not "
+                        f"{where}: volume {name!r}, tracklet {t}, box {b}: {short_repr(row)} is not "
                         "[z, x1, y1, x2, y2, score]"
                     )
                 zs.append(row[0])
@@ -538,7 +533,7 @@ def _flat_from_json(doc: Any, where: str) -> FlatDetections:
                 continue
             raise EvalFormatError(
                 f"{where}: volume {volumes[trk_volume[t]]!r}, tracklet {_local(trk_volume, t)}: "
-                f"score = {_fmt(value)} "
+                f"score = {short_repr(value)} "
                 f"is not the maximum of its box scores ({float(scores[t])!r})"
             )
     return flat

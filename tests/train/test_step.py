@@ -1,0 +1,83 @@
+"""``train_step``: one step of the method (mining, the student's step, the EMA update) on a
+tiny random detector, with no run folder, logger or checkpoint."""
+
+import pytest
+import torch
+
+from uld.config import load_config
+from uld.data.samples import Sample
+from uld.mining.ema import EMATeacher
+from uld.model.build import build_detector
+from uld.train.guard import NonFiniteError
+from uld.train.loop import StepResult, train_step
+from uld.train.schedule import build_optimizer, learning_rate
+
+TINY = [
+    "model.small_channels=[8, 16]", "model.out_channels=16", "model.representation_size=32",
+    "model.rpn_pre_nms_top_n_train=100", "model.rpn_post_nms_top_n_train=50",
+    "model.rpn_pre_nms_top_n_test=50", "model.rpn_post_nms_top_n_test=20",
+    "model.rpn_batch_size_per_image=32", "model.box_batch_size_per_image=32",
+    "train.warmup_iterations=2", "mining.ema_momentum=0.5", "mining.ema_warmup=false",
+    "mining.start_iteration=1",
+]
+
+
+def _batch(channels: int) -> list[Sample]:
+    def sample(known, truth):
+        return Sample(image=torch.rand(channels, 64, 64, generator=torch.Generator().manual_seed(len(known))),
+                      boxes=torch.tensor(known, dtype=torch.float32).reshape(-1, 4),
+                      truth=torch.tensor(truth, dtype=torch.float32).reshape(-1, 4), volume="v", z=3)
+    lesion, missing = [10, 10, 30, 30], [40, 40, 56, 56]
+    return [sample([lesion], [lesion, missing]), sample([], [missing])]
+
+
+def _parts(*extra: str):
+    torch.manual_seed(0)
+    config = load_config("demo", [*TINY, *extra])
+    student = build_detector(config.model, config.data.num_slices)
+    teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
+    tc = config.train
+    optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum, tc.weight_decay)
+    return config, student, teacher, optimizer
+
+
+def test_a_step_trains_the_student_and_moves_the_teacher():
+    config, student, teacher, optimizer = _parts("mining.policy=add", "mining.source=truth")
+    before_student = {k: v.clone() for k, v in student.state_dict().items()}
+    before_teacher = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    result = train_step(0, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    assert isinstance(result, StepResult) and result.step == 0
+    assert result.loss == pytest.approx(sum(result.losses.values()))
+    tc = config.train
+    assert result.lr == learning_rate(0, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
+                                      tc.lr_decay_at, tc.lr_decay_gamma) < tc.lr  # warming up
+    assert optimizer.param_groups[0]["lr"] == result.lr
+    assert result.ema_momentum == 0.5 and result.mining.mined == 0  # no mining before start_iteration
+    assert any(not torch.equal(v, before_student[k]) for k, v in student.state_dict().items())
+    moved = [k for k, v in teacher.module.state_dict().items() if not torch.equal(v, before_teacher[k])]
+    assert moved
+
+
+def test_mining_counts_from_start_iteration_on():
+    config, student, teacher, optimizer = _parts("mining.policy=add", "mining.source=truth")
+    result = train_step(1, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    # the perfect teacher finds the one unlabeled lesion on each slice
+    assert (result.mining.mined, result.mining.true) == (2, 2)
+    assert result.teacher_seconds >= 0 and result.student_seconds > 0
+
+
+def test_no_mining_with_policy_none():
+    config, student, teacher, optimizer = _parts("mining.policy=none")
+    result = train_step(5, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    assert result.mining.mined == 0
+
+
+def test_a_non_finite_loss_stops_before_the_weights_change():
+    config, student, teacher, optimizer = _parts("mining.policy=none")
+    batch = _batch(config.data.num_slices)
+    for sample in batch:
+        sample.image[:] = float("nan")
+    before = {k: v.clone() for k, v in student.named_parameters()}
+    with pytest.raises(NonFiniteError, match=r"^step 7: the loss is not finite .*no checkpoint was written"):
+        train_step(7, batch, student, teacher, optimizer, config)
+    assert all(torch.equal(v, before[k]) for k, v in student.named_parameters())  # no optimiser step
