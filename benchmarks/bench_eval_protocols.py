@@ -4,13 +4,15 @@ Usage: ``python benchmarks/bench_eval_protocols.py [--tracklets N] [--seed S] [-
 For each protocol (P3D on ``Revised-Test1071.pkl``, key-slice on ``RECIST-Box-Test.pkl``,
 3D IOBB on the manual 1K test split) it generates ``N`` tracklets of 1..9 boxes on
 consecutive slices, about a third of them around a ground-truth box, and prints the best of
-``R`` timings of reading the ground truth, matching, the metrics and the size / type
-breakdown, then the figures. Not part of the test suite.
+``R`` timings of reading the ground truth, reading the detections back from a pickle and
+from our JSON, matching (from dicts, and from the arrays ``uld evaluate`` reads), the
+metrics and the size / type breakdown, then the figures. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from uld.data.annotations import Detections
+from uld.data.annotations import (
+    Detections,
+    flatten_detections,
+    read_flat_detections,
+    write_detections_json,
+    write_detections_pickle,
+)
 from uld.data.deeplesion import parse_subvolume_name
 from uld.eval.breakdown import breakdown, gt_long_axis
 from uld.eval.froc import FP_RATES
@@ -90,6 +98,13 @@ def bench(protocol: str, n_tracklets: int, seed: int, repeat: int) -> None:
     dets = random_detections(gt, n_tracklets, seed)
     n_boxes = sum(len(t) for ts in dets.values() for t in ts)
     t_match, matches = best_of(repeat, lambda: match_protocol(protocol, gt, dets))
+    flat = flatten_detections(dets)
+    t_flat, _ = best_of(repeat, lambda: match_protocol(protocol, gt, flat))
+    with tempfile.TemporaryDirectory() as tmp:
+        pkl = write_detections_pickle(dets, Path(tmp) / "d.pkl")
+        js = write_detections_json(dets, Path(tmp) / "d.json")
+        t_pkl, _ = best_of(repeat, lambda: read_flat_detections(pkl))
+        t_json, _ = best_of(repeat, lambda: read_flat_detections(js))
     t_metrics, result = best_of(repeat, lambda: protocol_result(protocol, matches))
     sizes = gt_long_axis(gt)
     labels = np.random.default_rng(seed).integers(1, 9, len(sizes))
@@ -98,7 +113,8 @@ def bench(protocol: str, n_tracklets: int, seed: int, repeat: int) -> None:
     print(f"\n== {protocol}: {source.name}{f' [{split}]' if split else ''}, "
           f"{n_tracklets} tracklets ({n_boxes} boxes)")
     print(f"read ground truth  {t_read:8.3f} s")
-    print(f"match              {t_match:8.3f} s")
+    print(f"read detections    {t_pkl:8.3f} s pickle, {t_json:.3f} s JSON (validated arrays)")
+    print(f"match              {t_match:8.3f} s from dicts, {t_flat:.3f} s from arrays")
     print(f"metrics            {t_metrics:8.3f} s")
     print(f"breakdown          {t_break:8.3f} s  (size bands + 8 lesion types, 7 rates)")
     print(result.format())

@@ -54,3 +54,24 @@ def iou_plus1(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
     union = area_a[:, None] + area_b[None, :] - inter
     return inter / np.maximum(1e-6, union)
+
+
+def iou_plus1_pairs(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """``(N,)`` IoU of row ``i`` of ``a`` with row ``i`` of ``b``, +1 pixel convention.
+
+    Element for element the same float64 operations as :func:`iou_plus1`, so
+    ``iou_plus1_pairs(a, b)[i] == iou_plus1(a, b)[i, i]`` exactly; for pairs listed once
+    (no ``(N, M)`` matrix).
+    """
+    a, b = as_boxes(a_xyxy), as_boxes(b_xyxy)
+    if a.shape != b.shape:
+        raise ValueError(f"pairs need boxes of the same count, got {len(a)} and {len(b)}")
+    lo = np.maximum(a[:, :2], b[:, :2])
+    hi = np.minimum(a[:, 2:], b[:, 2:])
+    iw = np.maximum(hi[:, 0] - lo[:, 0] + 1.0, 0.0)
+    ih = np.maximum(hi[:, 1] - lo[:, 1] + 1.0, 0.0)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    union = area_a + area_b - inter
+    return inter / np.maximum(1e-6, union)

@@ -65,6 +65,7 @@ def _predict(args: argparse.Namespace) -> None:
     summary = predict_scans(
         model, config, sources, args.out, device, min_score=args.min_score,
         overlays=not args.no_overlays, max_overlays=args.max_overlays, progress=not args.quiet,
+        dicom_sr=args.dicom_sr,
     )
     print(
         f"{summary['tracklets']} tracklets in {summary['volumes']} volumes "
@@ -76,7 +77,6 @@ def _predict(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.atomic import write_text
-    from uld.eval.plots import plot_froc
     from uld.eval.session import evaluate_files
 
     options = {"score": args.score} if args.protocol == "keyslice" else {}
@@ -87,6 +87,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         write_text(args.json, json.dumps(evaluation.to_json(), indent=2) + "\n")
     if args.plot:
+        from uld.eval.plots import plot_froc  # matplotlib: only when a plot is asked for
+
         result = evaluation.result
         label = Path(args.detections).stem
         plot_froc({label: (result.fps, result.sens)}, args.plot,
@@ -159,6 +161,29 @@ def _experiment(args: argparse.Namespace) -> None:
     print(f"report: {report}")
 
 
+def _review(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
+    from uld.review import build_review
+
+    if not args.lesions:
+        raise ValueError("uld review needs --lesions (a uld predict folder or a run folder); "
+                         "uld review apply turns verdicts into labels")
+    page = build_review(args.lesions, args.data, args.out, scans=args.scans, neighbours=args.neighbours,
+                        min_score=args.min_score, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"review written: {page} (open it in a browser; a accept, r reject, u unsure, e export)")
+
+
+def _review_apply(args: argparse.Namespace) -> None:
+    # imported here, not at the top: `uld --help` and every other command start without it
+    from uld.review import apply_verdicts
+
+    summary = apply_verdicts(args.verdicts, args.data, args.out, review=args.review,
+                             overwrite=args.overwrite)
+    print(f"{summary['accepted_lesions']} accepted lesions ({summary['rows_added']} boxes) of review "
+          f"{summary['review_id']} added; dataset written to {summary['out']} "
+          f"(train on it with: uld train --data {summary['out']} ...)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.demo import run_demo
@@ -226,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "detections.json keeps every tracklet")
     p.add_argument("--max-overlays", type=int, default=20, help="overlay PNGs per volume at most")
     p.add_argument("--no-overlays", action="store_true", help="write no PNGs")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="also write NAME.sr.dcm per DICOM series: a TID 1500 Structured Report, each "
+                   "lesion a planar ROI on its peak slice with its score (for PACS / OHIF)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an inference value, e.g. --set infer.batch_size=32")
     p.add_argument("--quiet", action="store_true")
@@ -319,6 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_experiment)
 
+    p = sub.add_parser(
+        "review", help="a review page of predicted or mined lesions; 'review apply' adds the accepted ones",
+        description="Writes OUT/index.html (open it from the file system; keyboard: a accept, r reject, "
+        "u unsure, arrows move, e export verdicts.json), OUT/images/ and OUT/manifest.json. "
+        "'uld review apply --verdicts verdicts.json --data DIR --out NEWDIR' writes a copy of the "
+        "dataset with the accepted lesions added to annotations.csv (column provenance).",
+    )
+    p.add_argument("--lesions", help="a uld predict output folder, a run folder with mined_lesions.json, "
+                   "or a mined_lesions.json")
+    p.add_argument("--data", help="dataset folder holding the volumes (default: the run's data.root, or "
+                   "the scans the predictions name)")
+    p.add_argument("--scans", nargs="+", default=[], metavar="SCAN",
+                   help="NIfTI files / DICOM folders of the predicted volumes (matched by name)")
+    p.add_argument("--out", help="review folder to write (index.html, images/, manifest.json)")
+    p.add_argument("--neighbours", type=int, default=3, help="slices shown on either side of the peak (3)")
+    p.add_argument("--min-score", type=float, default=0.0, help="leave out lesions scoring below this")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out that is not an earlier review")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_review)
+    review_sub = p.add_subparsers(dest="review_command")
+    q = review_sub.add_parser("apply", help="a new dataset folder with the accepted lesions as labels")
+    q.add_argument("--verdicts", required=True, help="verdicts.json exported from the review page")
+    q.add_argument("--data", required=True, help="the dataset folder (never edited)")
+    q.add_argument("--out", required=True, help="the new dataset folder")
+    q.add_argument("--review", help="the review folder (default: the one verdicts.json names)")
+    q.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    q.set_defaults(run=_review_apply)
+
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -336,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shows the traceback)."""
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.outdir import check_out_folder
-    from uld.train.guard import TrainingInterrupted
+    from uld.train.interrupt import TrainingInterrupted  # torch-free: evaluate starts without torch
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

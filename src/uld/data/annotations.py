@@ -59,7 +59,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,12 @@ import numpy as np
 from uld.atomic import write_text
 from uld.data.dataset import DatasetFolder
 from uld.messages import short_repr
-from uld.safe_pickle import dump_pickle, load_pickle
+from uld.safe_pickle import dump_pickle, load_pickle, no_gc
+
+try:  # a fast parser (a dependency); the standard library's when it is missing
+    import orjson
+except ImportError:  # pragma: no cover - orjson is installed with uld
+    orjson = None
 
 __all__ = [
     "DETECTIONS_FILENAME",
@@ -86,6 +91,7 @@ __all__ = [
     "flatten_gt",
     "gt_from_folder",
     "read_detections",
+    "read_flat_detections",
     "read_gt",
     "validate_detections",
     "write_detections_json",
@@ -164,6 +170,33 @@ class FlatDetections:
             return np.zeros(0, dtype=np.float64)
         return np.maximum.reduceat(self.boxes[:, 4], self.tracklet_ptr[:-1])
 
+    def select(self, keep: Iterable[str]) -> FlatDetections:
+        """Only the volumes named in ``keep`` (order kept; tracklets and boxes unchanged)."""
+        keep = set(keep)
+        mask_v = np.array([name in keep for name in self.volumes], dtype=bool)
+        if mask_v.all():
+            return self
+        new_index = np.cumsum(mask_v) - 1
+        keep_t = mask_v[self.tracklet_volume]
+        counts = np.diff(self.tracklet_ptr)
+        keep_b = np.repeat(keep_t, counts)
+        ptr = np.zeros(int(keep_t.sum()) + 1, dtype=np.int64)
+        np.cumsum(counts[keep_t], out=ptr[1:])
+        return FlatDetections(
+            volumes=tuple(name for name, k in zip(self.volumes, mask_v) if k),
+            tracklet_volume=new_index[self.tracklet_volume[keep_t]],
+            tracklet_ptr=ptr,
+            z=self.z[keep_b],
+            boxes=self.boxes[keep_b],
+        )
+
+    def shifted(self, shift: float) -> FlatDetections:
+        """Every box moved by ``shift`` pixels in x and y (scores unchanged; float64 sums, as
+        adding ``[shift] * 4 + [0]`` to each box row)."""
+        offset = np.array([shift, shift, shift, shift, 0.0])
+        return FlatDetections(self.volumes, self.tracklet_volume, self.tracklet_ptr, self.z,
+                              self.boxes + offset)
+
     def to_dict(self) -> Detections:
         """Back to the in-memory layout (float64 box rows, int ``z``)."""
         out: Detections = {name: [] for name in self.volumes}
@@ -240,11 +273,18 @@ def _finish_flat(
     volumes: list[str],
     trk_volume: list[int],
     ptr: list[int],
-    zs: list[Any],
-    boxes: list[Any],
+    zs: Sequence[Any],
+    boxes: Sequence[Any],
     row_desc: str,
+    rows: Sequence[Any] | None = None,
 ) -> FlatDetections:
-    """Validate the collected values as arrays; name the first offender on failure."""
+    """Validate the collected values as arrays; name the first offender on failure.
+
+    ``zs`` and ``boxes`` may be arrays already; ``rows`` (``[z, *box]`` each), when given,
+    are the values as read, which the messages quote."""
+
+    def read_as(i: int) -> tuple[Any, Any]:
+        return (rows[i][0], rows[i][1:]) if rows is not None else (zs[i], boxes[i])
 
     def fail(i: int, problem: str) -> None:
         t, b = _locate(ptr, i)
@@ -255,8 +295,8 @@ def _finish_flat(
 
     n = len(zs)
     try:
-        box_arr = np.array(boxes) if n else np.zeros((0, 5))
-        z_arr = np.array(zs) if n else np.zeros(0)
+        box_arr = np.asarray(boxes) if n else np.zeros((0, 5))
+        z_arr = np.asarray(zs) if n else np.zeros(0)
         ok_shape = (
             box_arr.ndim == 2 and box_arr.shape[1] == 5 and z_arr.ndim == 1
             and box_arr.dtype.kind in _REAL_KINDS and z_arr.dtype.kind in _REAL_KINDS
@@ -268,14 +308,16 @@ def _finish_flat(
         z_arr = z_arr.astype(np.float64, copy=False)
     else:
         for i in range(n):
-            problem = _z_problem(zs[i]) or _box_problem(boxes[i], _BOX_NAMES)
+            z, box = read_as(i)
+            problem = _z_problem(z) or _box_problem(box, _BOX_NAMES)
             if problem:
                 fail(i, problem)
         raise EvalFormatError(f"{where}: boxes are not rows of 5 numbers")  # pragma: no cover
     bad = _check_box_arrays(z_arr, box_arr)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        fail(i, _z_problem(zs[i]) or _box_problem(boxes[i], _BOX_NAMES) or "invalid box")
+        z, box = read_as(i)
+        fail(i, _z_problem(z) or _box_problem(box, _BOX_NAMES) or "invalid box")
     return FlatDetections(
         volumes=tuple(volumes),
         tracklet_volume=np.asarray(trk_volume, dtype=np.int64),
@@ -285,13 +327,18 @@ def _finish_flat(
     )
 
 
-def flatten_detections(detections: Mapping[str, Any], where: str = "detections") -> FlatDetections:
+def flatten_detections(
+    detections: Mapping[str, Any] | FlatDetections, where: str = "detections"
+) -> FlatDetections:
     """Validate in-memory detections (Lesion Harvester layout) and return them as arrays.
 
     ``detections``: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``; boxes may be
     arrays, lists or tuples of any real dtype (they become float64). Raises
     :class:`EvalFormatError` naming ``where``, the volume, tracklet, box and value.
+    A :class:`FlatDetections` (validated when it was made) is returned as it is.
     """
+    if isinstance(detections, FlatDetections):
+        return detections
     if not isinstance(detections, Mapping):
         raise EvalFormatError(
             f"{where}: expected a dict {{volume: [tracklet, ...]}}, got {type(detections).__name__}"
@@ -474,6 +521,18 @@ def read_gt(source: str | Path, split: str | None = None) -> GroundTruth:
 # ---------------------------------------------------------------------------------------------
 
 
+def _json_rows_problem(where: str, vols: dict[str, Any]) -> None:
+    """Raise the error naming the first tracklet or row that is not of the format (slow path)."""
+    for name, tracklets in vols.items():
+        for t, trk in enumerate(tracklets):
+            for b, row in enumerate(trk["boxes"]):
+                if not isinstance(row, list) or len(row) != 6:
+                    raise EvalFormatError(
+                        f"{where}: volume {name!r}, tracklet {t}, box {b}: {short_repr(row)} is not "
+                        "[z, x1, y1, x2, y2, score]"
+                    )
+
+
 def _flat_from_json(doc: Any, where: str) -> FlatDetections:
     if not isinstance(doc, dict):
         raise EvalFormatError(f"{where}: expected a JSON object, got {type(doc).__name__}")
@@ -494,9 +553,9 @@ def _flat_from_json(doc: Any, where: str) -> FlatDetections:
     volumes: list[str] = []
     trk_volume: list[int] = []
     ptr: list[int] = [0]
-    zs: list[Any] = []
-    boxes: list[Any] = []
-    declared: list[tuple[int, Any]] = []
+    rows: list[Any] = []
+    declared_t: list[int] = []
+    declared_v: list[Any] = []
     for v, (name, tracklets) in enumerate(vols.items()):
         volumes.append(_check_name(name, where))
         if not isinstance(tracklets, list):
@@ -505,41 +564,71 @@ def _flat_from_json(doc: Any, where: str) -> FlatDetections:
                 f"{type(tracklets).__name__}"
             )
         for t, trk in enumerate(tracklets):
-            rows = trk.get("boxes") if isinstance(trk, dict) else None
-            if not isinstance(rows, list) or not rows:
+            boxes = trk.get("boxes") if isinstance(trk, dict) else None
+            if not isinstance(boxes, list) or not boxes:
                 raise EvalFormatError(
                     f"{where}: volume {name!r}, tracklet {t}: expected "
                     f'{{"score": s, "boxes": [[z, x1, y1, x2, y2, score], ...]}} with at least '
                     f"one box, got {short_repr(trk)}"
                 )
-            for b, row in enumerate(rows):
-                if not isinstance(row, list) or len(row) != 6:
-                    raise EvalFormatError(
-                        f"{where}: volume {name!r}, tracklet {t}, box {b}: {short_repr(row)} is not "
-                        "[z, x1, y1, x2, y2, score]"
-                    )
-                zs.append(row[0])
-                boxes.append(row[1:])
-            ptr.append(len(zs))
+            rows.extend(boxes)
+            ptr.append(len(rows))
             trk_volume.append(v)
             if "score" in trk:
-                declared.append((len(trk_volume) - 1, trk["score"]))
-    flat = _finish_flat(where, volumes, trk_volume, ptr, zs, boxes, "box")
-    if declared:
-        scores = flat.tracklet_scores()
-        for t, value in declared:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok and abs(float(value) - scores[t]) <= _SCORE_TOLERANCE:
-                continue
-            raise EvalFormatError(
-                f"{where}: volume {volumes[trk_volume[t]]!r}, tracklet {_local(trk_volume, t)}: "
-                f"score = {short_repr(value)} "
-                f"is not the maximum of its box scores ({float(scores[t])!r})"
-            )
+                declared_t.append(len(trk_volume) - 1)
+                declared_v.append(trk["score"])
+    # Every row at once: a (N, 6) array of numbers, else find the first row that is not one.
+    try:
+        table = np.array(rows) if rows else np.zeros((0, 6))
+        ok = table.ndim == 2 and table.shape[1] == 6 and table.dtype.kind in _REAL_KINDS
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if ok and len(table) == len(rows):
+        zs: Sequence[Any] = table[:, 0]
+        boxes_in: Sequence[Any] = table[:, 1:]
+        flat = _finish_flat(where, volumes, trk_volume, ptr, zs, boxes_in, "box", rows=rows)
+    else:
+        _json_rows_problem(where, vols)
+        flat = _finish_flat(where, volumes, trk_volume, ptr, [row[0] for row in rows],
+                            [row[1:] for row in rows], "box")
+    if declared_t:
+        scores = flat.tracklet_scores()[declared_t]
+        plain = all(type(value) is float or type(value) is int for value in declared_v)
+        if plain:
+            ok_score = np.abs(np.array(declared_v, dtype=np.float64) - scores) <= _SCORE_TOLERANCE
+        if not plain or not ok_score.all():
+            for t, value, score in zip(declared_t, declared_v, scores.tolist()):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if ok and abs(float(value) - score) <= _SCORE_TOLERANCE:
+                    continue
+                raise EvalFormatError(
+                    f"{where}: volume {volumes[trk_volume[t]]!r}, tracklet {_local(trk_volume, t)}: "
+                    f"score = {short_repr(value)} "
+                    f"is not the maximum of its box scores ({score!r})"
+                )
     return flat
 
 
-def _read_flat(source: str | Path) -> FlatDetections:
+def _parse_json(path: Path) -> Any:
+    """The JSON document in ``path``: orjson when it reads the file; otherwise (and for what
+    orjson refuses but the standard library reads, such as NaN or huge integers) ``json``."""
+    data = path.read_bytes()
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalFormatError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise EvalFormatError(f"{path}: JSON nested too deeply to be a detection file") from None
+
+
+def read_flat_detections(source: str | Path) -> FlatDetections:
+    """:func:`read_detections`, returned as validated arrays (no per-box objects; what the
+    evaluation reads)."""
     path = Path(source)
     if path.is_dir():
         path = path / DETECTIONS_FILENAME
@@ -547,18 +636,24 @@ def _read_flat(source: str | Path) -> FlatDetections:
         raise EvalFormatError(f"{path}: detection file not found")
     with path.open("rb") as handle:
         head = handle.read(64).lstrip()
-    if head.startswith(b"{"):
+    # Millions of small objects are made and dropped here: with the cyclic GC on, their
+    # allocation rescans them again and again (2-3x the time); nothing read forms a cycle,
+    # and the document is dropped before the GC runs again.
+    with no_gc():
+        if head.startswith(b"{"):
+            doc = _parse_json(path)
+            try:
+                return _flat_from_json(doc, str(path))
+            except RecursionError:
+                raise EvalFormatError(
+                    f"{path}: JSON nested too deeply to be a detection file") from None
+            finally:
+                del doc
+        obj = load_pickle(path)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EvalFormatError(f"{path}: not valid JSON ({exc})") from exc
-        except RecursionError:
-            raise EvalFormatError(f"{path}: JSON nested too deeply to be a detection file") from None
-        try:
-            return _flat_from_json(doc, str(path))
-        except RecursionError:
-            raise EvalFormatError(f"{path}: JSON nested too deeply to be a detection file") from None
-    return flatten_detections(load_pickle(path), str(path))
+            return flatten_detections(obj, str(path))
+        finally:
+            del obj
 
 
 def read_detections(source: str | Path) -> Detections:
@@ -570,7 +665,7 @@ def read_detections(source: str | Path) -> Detections:
     Returns ``{volume: [[(z, ndarray[5] float64), ...], ...]}``, in file order.
     Raises :class:`EvalFormatError` naming the file and the offending entry.
     """
-    return _read_flat(source).to_dict()
+    return read_flat_detections(source).to_dict()
 
 
 def _json_document(flat: FlatDetections) -> dict[str, Any]:

@@ -76,6 +76,15 @@ def write_slice_boxes(
 def read_slice_boxes(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
     """``{(volume, z): ndarray[N, 4]}`` (0-based native pixels) from a JSON file written by
     :func:`write_slice_boxes`. Errors name the file and the entry."""
+    out: dict[tuple[str, int], list] = {}
+    for b in read_scored_slice_boxes(path):
+        out.setdefault((b.volume, b.z), []).append(list(b.box))
+    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 4) for k, v in out.items()}
+
+
+def read_scored_slice_boxes(path: str | Path) -> list[SliceBox]:
+    """Every box of a :func:`write_slice_boxes` JSON file with its score, in file order
+    (0-based native pixels; a missing score reads as 1.0). Errors name the file and the entry."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -84,14 +93,24 @@ def read_slice_boxes(path: str | Path) -> dict[tuple[str, int], np.ndarray]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: not a {FORMAT_NAME!r} file (written by uld mine-negatives or "
                          "a training run)")
-    out: dict[tuple[str, int], list] = {}
-    for name, entries in doc.get("volumes", {}).items():
+    volumes = doc.get("volumes", {})
+    if not isinstance(volumes, dict):
+        raise ValueError(f"{path}: 'volumes' must map volume names to lists of boxes")
+    out: list[SliceBox] = []
+    for name, entries in volumes.items():
+        if not isinstance(entries, list):
+            raise ValueError(f"{path}: volume {name!r}: expected a list of boxes, "
+                             f"got {type(entries).__name__}")
         for i, entry in enumerate(entries):
             try:
                 z, box = int(entry["z"]), [float(v) for v in entry["box"]]
-            except (KeyError, TypeError, ValueError) as exc:
+                score = float(entry.get("score", 1.0))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}: volume {name!r} entry {i}: bad box ({exc})") from exc
             if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
                 raise ValueError(f"{path}: volume {name!r} entry {i}: bad box {box}")
-            out.setdefault((name, z), []).append(box)
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 4) for k, v in out.items()}
+            if not (np.all(np.isfinite(box)) and np.isfinite(score)) or z < 0:
+                raise ValueError(f"{path}: volume {name!r} entry {i}: slice {z}, box {box}, score "
+                                 f"{score} must be finite (slice >= 0)")
+            out.append(SliceBox(str(name), z, (box[0], box[1], box[2], box[3]), score))
+    return out

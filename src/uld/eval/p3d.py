@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from uld.boxes import iou_plus1
+from uld.boxes import iou_plus1_pairs
 from uld.data.annotations import MAX_Z, FlatDetections, FlatGroundTruth, flatten_detections, flatten_gt
 from uld.eval.froc import (
     AVG_FP_RATES,
@@ -76,6 +76,7 @@ from uld.eval.froc import (
     UnknownVolumeError,
     froc_sensitivity,
     froc_walk,
+    pair_ranges,
 )
 
 __all__ = [
@@ -157,12 +158,15 @@ class P3DResult:
 
 
 def match_p3d(
-    gt: Mapping[str, Any], detections: Mapping[str, Any], iou_threshold: float = 0.5
+    gt: Mapping[str, Any],
+    detections: Mapping[str, Any] | FlatDetections,
+    iou_threshold: float = 0.5,
 ) -> P3DMatches:
     """Match every tracklet against the ground-truth boxes of its volume (P3D IoU).
 
     gt: ``{volume: [(z, [x1, y1, x2, y2]), ...]}`` (see :mod:`uld.data.annotations`).
-    detections: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``.
+    detections: ``{volume: [[(z, [x1, y1, x2, y2, score]), ...], ...]}``, or the same as
+        :class:`uld.data.annotations.FlatDetections` (as read by ``read_flat_detections``).
     iou_threshold: a tracklet hits a box when the overlap is ``>= iou_threshold``;
         ``0 < iou_threshold <= 1``.
 
@@ -206,41 +210,35 @@ def match_p3d(
 def _hit_pairs(
     g: FlatGroundTruth, d: FlatDetections, trk_volume: np.ndarray, thr: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(tracklet, gt box, overlap)`` for every pair with overlap ``>= thr``."""
+    """``(tracklet, gt box, overlap)`` for every pair with overlap ``>= thr``, in no set order.
+
+    Every (first box of a tracklet on a slice, ground-truth box on that slice) pair at once;
+    the overlap is :func:`uld.boxes.iou_plus1`'s arithmetic on each pair (ground truth first),
+    so each value is the same float64 as the (G, D) matrix of one slice gives.
+    """
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
     if d.n_tracklets == 0 or len(g) == 0:
         return empty
     # The first box of each tracklet on each slice: np.unique's indices are first occurrences.
     box_trk = np.repeat(np.arange(d.n_tracklets, dtype=np.int64), np.diff(d.tracklet_ptr))
     _, first = np.unique(box_trk * MAX_Z + d.z, return_index=True)
-    # Keep those on a slice (volume, z) that holds ground truth, grouped by slice.
+    # Pair each with the ground-truth boxes of its slice (volume, z).
     gt_key = g.volume_index * MAX_Z + g.z
     det_key = trk_volume[box_trk[first]] * MAX_Z + d.z[first]
-    keep = np.isin(det_key, gt_key)
-    first, det_key = first[keep], det_key[keep]
-    if len(first) == 0:
-        return empty
-    det_order = np.argsort(det_key, kind="stable")
-    first, det_key = first[det_order], det_key[det_order]
     gt_order = np.argsort(gt_key, kind="stable")
     gt_sorted = gt_key[gt_order]
-    slices, starts = np.unique(det_key, return_index=True)
-    ends = np.append(starts[1:], len(det_key))
-    g_lo = np.searchsorted(gt_sorted, slices, side="left")
-    g_hi = np.searchsorted(gt_sorted, slices, side="right")
-    out_trk, out_gt, out_iou = [], [], []
-    for s, e, lo, hi in zip(starts.tolist(), ends.tolist(), g_lo.tolist(), g_hi.tolist()):
-        gt_idx = gt_order[lo:hi]
-        rows = first[s:e]
-        overlaps = iou_plus1(g.boxes[gt_idx], d.boxes[rows, :4])  # (G, D), ground truth first
-        gi, di = np.nonzero(overlaps >= thr)
-        if len(gi):
-            out_trk.append(box_trk[rows[di]])
-            out_gt.append(gt_idx[gi])
-            out_iou.append(overlaps[gi, di])
-    if not out_trk:
+    lo = np.searchsorted(gt_sorted, det_key, side="left")
+    n_gt = np.searchsorted(gt_sorted, det_key, side="right") - lo
+    keep = n_gt > 0
+    if not keep.any():
         return empty
-    return np.concatenate(out_trk), np.concatenate(out_gt), np.concatenate(out_iou)
+    rows = first[keep]
+    det_of_pair, slot = pair_ranges(n_gt[keep], lo[keep])
+    pair_gt = gt_order[slot]
+    pair_row = rows[det_of_pair]
+    overlaps = iou_plus1_pairs(g.boxes[pair_gt], d.boxes[pair_row, :4])
+    hit = overlaps >= thr
+    return box_trk[pair_row[hit]], pair_gt[hit], overlaps[hit]
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:

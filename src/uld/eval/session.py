@@ -22,18 +22,19 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import SimpleITK as sitk
 
-from uld.data.annotations import Detections, flatten_gt, read_detections
+from uld.data.annotations import Detections, flatten_gt, read_flat_detections
 from uld.data.dataset import DatasetFolder
-from uld.data.deeplesion import DLInfo, read_dl_info, spacing_by_folder
 from uld.data.subvolume import parse_subvolume_name
 from uld.eval.breakdown import DEEPLESION_LESION_TYPES, Breakdown, breakdown, gt_long_axis
 from uld.eval.ground_truth import GroundTruth3D
 from uld.eval.protocols import ProtocolResult, evaluate_protocol, read_protocol_gt
+
+if TYPE_CHECKING:  # imported where used: `uld evaluate` on a pickle starts without them
+    from uld.data.deeplesion import DLInfo
 
 __all__ = ["Evaluation", "box_types", "evaluate_files", "shift_detections"]
 
@@ -124,6 +125,8 @@ def _synthetic_types(root: Path) -> TypeTable:
 
 
 def _folder_spacing(root: Path, names: list[str]) -> dict[str, tuple[float, float]]:
+    import SimpleITK as sitk
+
     folder = DatasetFolder(root)
     spacing = {}
     for name in names:
@@ -135,6 +138,8 @@ def _folder_spacing(root: Path, names: list[str]) -> dict[str, tuple[float, floa
 
 
 def _deeplesion_spacing(dl_info: DLInfo, names: list[str]) -> dict[str, tuple[float, float]]:
+    from uld.data.deeplesion import spacing_by_folder
+
     by_folder = spacing_by_folder(dl_info)
     out = {}
     for name in names:
@@ -166,19 +171,19 @@ def evaluate_files(
     """
     gt_path, det_path = Path(gt_source), Path(detections_source)
     gt = read_protocol_gt(protocol, gt_path, split)
-    detections = read_detections(det_path)
+    detections = read_flat_detections(det_path)  # arrays all the way: no per-box objects
     volumes = list(gt.volumes) if isinstance(gt, GroundTruth3D) else list(gt)
     dropped = 0
     if only_gt_volumes:
         listed = set(volumes)
-        dropped = sum(name not in listed for name in detections)
-        detections = {name: t for name, t in detections.items() if name in listed}
+        dropped = sum(name not in listed for name in detections.volumes)
+        detections = detections.select(listed)
     pickle_gt = gt_path.is_file()
     if pixel_shift == "auto":
         pixel_shift = 1.0 if pickle_gt and _is_uld_json(det_path) else 0.0
     shift = float(pixel_shift)
     if shift:
-        detections = shift_detections(detections, shift)
+        detections = detections.shifted(shift)
     result = evaluate_protocol(protocol, gt, detections, threshold=threshold, **options)
 
     spacing: Mapping[str, tuple[float, float]] | None = None
@@ -187,6 +192,8 @@ def evaluate_files(
         spacing = _folder_spacing(gt_path, volumes)
         types = _synthetic_types(gt_path)
     elif dl_info is not None:
+        from uld.data.deeplesion import read_dl_info
+
         info = read_dl_info(dl_info, drop_noisy=False)
         spacing = _deeplesion_spacing(info, volumes)
         if not isinstance(gt, GroundTruth3D):

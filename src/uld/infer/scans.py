@@ -6,7 +6,8 @@ DeepLesion sub-volumes), each read only when its turn comes.
 Outputs in ``out_dir`` (:func:`predict_scans`): per volume ``<name>.lesions.json``,
 ``<name>.lesions.csv``, ``slicer/<name>.lesion-<id>.mrk.json`` and
 ``overlays/<name>.lesion-<id>.png`` for lesions scoring at least ``min_score``
-(:mod:`uld.infer.export`); over all volumes ``lesions.csv``, and ``detections.json`` with
+(:mod:`uld.infer.export`), and with ``dicom_sr`` a DICOM SR ``<name>.sr.dcm`` of the same lesions
+per DICOM series (:mod:`uld.infer.dicom_sr`); over all volumes ``lesions.csv``, and ``detections.json`` with
 every tracklet (all scores, for evaluation), written last so that its presence means the
 prediction finished.
 """
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from uld.config import Config
 from uld.data.annotations import DETECTIONS_FILENAME, write_detections_json
 from uld.data.sources import ScanSource
+from uld.infer.dicom_sr import SR_SUFFIX, series_files, write_dicom_sr
 from uld.infer.export import lesions_from_tracklets, write_summary_csv, write_volume_outputs
 from uld.infer.predict import detect_slices, find_lesions
 from uld.outdir import check_out_folder, make_stage, merge_into, partial_sibling
@@ -53,9 +55,11 @@ def predict_scans(
     overlays: bool = True,
     max_overlays: int = 20,
     progress: bool = True,
+    dicom_sr: bool = False,
 ) -> dict[str, Any]:
     """Detect and link lesions in every source and write the outputs (module docstring).
 
+    ``dicom_sr``: every source must be a DICOM series (checked before anything is predicted).
     Everything is written into a temporary sibling of ``out_dir`` and merged in only when every
     source has been read and predicted (:func:`uld.outdir.merge_into`): a bad scan, a full disk
     or Ctrl-C leaves an earlier prediction in ``out_dir`` as it was. Earlier outputs of the
@@ -66,15 +70,19 @@ def predict_scans(
     if not sources:
         raise ValueError("nothing to predict: give scan files/folders, --data or --deeplesion")
     _unique(sources)
+    if dicom_sr:
+        for source in sources:
+            series_files(source.origin)
     out = Path(out_dir)
     check_out_folder(out)
     stage = partial_sibling(out)
     make_stage(stage, out)
     try:
         summary = _predict_into(model, config, sources, stage, device, min_score, overlays,
-                                max_overlays, progress)
+                                max_overlays, progress, dicom_sr)
         stale = [f"{folder}/{glob.escape(s.name)}.lesion-*{suffix}"
                  for s in sources for folder, suffix in (("slicer", ".mrk.json"), ("overlays", ".png"))]
+        stale += [f"{glob.escape(s.name)}{SR_SUFFIX}" for s in sources]  # an SR never outlives its JSON
         merge_into(stage, out, last=["lesions.csv", DETECTIONS_FILENAME], stale=stale)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -93,6 +101,7 @@ def _predict_into(
     overlays: bool = True,
     max_overlays: int = 20,
     progress: bool = True,
+    dicom_sr: bool = False,
 ) -> dict[str, Any]:
     """Detect and link lesions in every source and write the outputs (module docstring).
 
@@ -118,6 +127,9 @@ def _predict_into(
                                                       merged=merged)
         write_volume_outputs(source.name, volume, lesions[source.name], out, overlays=overlays,
                              max_overlays=max_overlays, source=source.origin)
+        if dicom_sr:
+            write_dicom_sr(source.name, volume, lesions[source.name], source.origin,
+                           out / f"{source.name}{SR_SUFFIX}")
     write_summary_csv(lesions, out / "lesions.csv")
     write_detections_json(detections, final)
     return {

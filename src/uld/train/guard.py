@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-import shlex
 import signal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -21,20 +20,7 @@ from types import FrameType, TracebackType
 import torch
 
 from uld.model.files import first_non_finite
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT during training; ``last.pt`` holds the state after ``step`` steps."""
-
-    def __init__(self, step: int, out: Path) -> None:
-        self.step, self.out = step, out
-        super().__init__(f"interrupted at step {step}; resume with: uld train ... --out {out} --resume")
-
-    def line(self, argv: Sequence[str]) -> str:
-        """The message, with the command that resumes: ``argv`` (the ``uld`` arguments) plus
-        ``--resume``."""
-        again = " ".join(shlex.quote(a) for a in argv if a != "--resume")
-        return f"interrupted at step {self.step}; resume with: uld {again} --resume"
+from uld.train.interrupt import TrainingInterrupted as TrainingInterrupted  # re-exported
 
 
 class NonFiniteError(FloatingPointError):
