@@ -69,6 +69,13 @@ class DataConfig:
     labels (no mining on them) and every listed box is forced into the background samples."""
     cache_volumes: bool = True
     """Keep every decoded volume in memory (fine for the synthetic benchmark)."""
+    num_workers: int = -1
+    """DataLoader worker processes building samples beside the training process. -1: what
+    the machine allows: 0 with ``cache_volumes`` (volumes already in memory; each worker
+    would decode them all again), else this process's share of the cores minus one, at most
+    16. A number above the cores is capped, with a warning."""
+    prefetch_factor: int = 2
+    """Batches each worker prepares ahead (torch's default); workers persist for the run."""
 
 
 @dataclass(frozen=True)
@@ -185,9 +192,19 @@ class TrainConfig:
     checkpoint_every: int = 2_000
     log_every: int = 20
     seed: int = 0
-    num_workers: int = 0
     device: str = "auto"
     """'auto' = CUDA when available, else CPU."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision of the student's forward and the teacher's pass: ``bf16`` (CPU, or a
+    GPU with bf16), ``fp16`` (CUDA only; with a gradient scaler). Weights, the optimiser and
+    the EMA stay fp32."""
+    compile: bool = False
+    """``torch.compile`` the backbone (its state dict keeps its keys). Off: on the CPU it did
+    not pay (benchmarks/RESULTS.md, issue 12)."""
+    channels_last: bool = False
+    """Student and teacher in the channels-last memory format (pays with AMP on tensor cores)."""
+    cudnn_benchmark: bool = False
+    """CUDA only: let cuDNN pick the fastest convolution per input shape."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +263,8 @@ class InferConfig:
 
     batch_size: int = 16
     """Slices per forward pass."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision of the detector's forward (as ``train.amp``); boxes come back fp32."""
     linker: Literal["kalman", "overlap"] = "kalman"
     """How 2D boxes become 3D lesions: a Kalman filter per track (``uld.infer.kalman``, the
     paper's choice; design in docs/linking.md) or the simple overlap linker (``uld.infer.link``)."""
@@ -324,6 +343,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(annotation, value, where)
     if origin is Literal:
+        if value is False and "off" in typing.get_args(annotation):
+            value = "off"  # YAML 1.1 reads a bare `off` as false
         if value not in typing.get_args(annotation):
             raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(annotation)}")
         return value
@@ -449,10 +470,14 @@ def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
     - ``data.pixel_spacing_mm`` (added in 0.2): before it, slices kept the scan's pixels (0);
     - ``model.pretrained``: before 0.2 its default was ``''`` (random start);
     - ``infer.link_iou`` / ``infer.link_max_gap`` became ``infer.overlap.*`` (and the Kalman
-      linker, new in 0.2, bridges the same gap).
+      linker, new in 0.2, bridges the same gap);
+    - ``train.num_workers`` became ``data.num_workers``.
     """
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     data, model = out.setdefault("data", {}), out.setdefault("model", {})
+    train = out.get("train")
+    if isinstance(train, dict) and "num_workers" in train:  # train.num_workers until 0.3
+        data.setdefault("num_workers", train.pop("num_workers"))
     data.setdefault("pixel_spacing_mm", 0.0)
     model.setdefault("pretrained", "")
     infer = out.setdefault("infer", {})

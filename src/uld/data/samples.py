@@ -42,6 +42,23 @@ class Sample:
     complete: bool = False
     context: torch.Tensor | None = None
 
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Sample:
+        """The sample with its tensors on ``device`` (itself when they are there already)."""
+        if self.image.device == torch.device(device):
+            return self
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+        return replace(self, image=move(self.image), boxes=move(self.boxes), truth=move(self.truth),
+                       hard_negatives=move(self.hard_negatives), context=move(self.context))
+
+    def pin_memory(self) -> Sample:
+        """The sample with its tensors in page-locked memory (the DataLoader calls this with
+        ``pin_memory=True``), so that :meth:`to` a GPU can be non-blocking."""
+        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.pin_memory()
+        return replace(self, image=pin(self.image), boxes=pin(self.boxes), truth=pin(self.truth),
+                       hard_negatives=pin(self.hard_negatives), context=pin(self.context))
+
 
 class KeySliceDataset(torch.utils.data.Dataset):
     """Samples at the key slices of ``labels``; targets are all boxes of ``labels`` on the slice.

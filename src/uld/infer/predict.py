@@ -21,6 +21,7 @@ from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.suppress import merge_tracklets, suppress_slices
 from uld.model.build import LesionDetector, build_detector
 from uld.model.files import read_model_file
+from uld.model.precision import autocast, check_amp
 
 
 @torch.no_grad()
@@ -37,6 +38,7 @@ def detect_slices(
     (:func:`uld.data.preprocess.prepare_stacks`); boxes are returned in the volume's own
     pixels (x = column, y = row of ``volume.hu[z]``).
     """
+    check_amp(config.infer.amp, device, "infer.amp")
     model.eval()
     zs = np.arange(volume.shape[0]) if slices is None else np.asarray(list(slices), dtype=int)
     out: list[SliceDetections] = []
@@ -44,12 +46,14 @@ def detect_slices(
         batch_z = zs[start : start + config.infer.batch_size]
         prepared = prepare_stacks(volume, batch_z, config.data)
         images = [torch.from_numpy(image).to(device) for image, _ in prepared]
-        for z, (_, frame), pred in zip(batch_z, prepared, model(images)):
+        with autocast(config.infer.amp, device):  # infer.amp; "off": fp32 as trained
+            preds = model(images)
+        for z, (_, frame), pred in zip(batch_z, prepared, preds):
             out.append(
                 SliceDetections(
                     z=int(z),
-                    boxes=frame.to_native(pred["boxes"].cpu().numpy().astype(np.float64)),
-                    scores=pred["scores"].cpu().numpy().astype(np.float64),
+                    boxes=frame.to_native(pred["boxes"].float().cpu().numpy().astype(np.float64)),
+                    scores=pred["scores"].float().cpu().numpy().astype(np.float64),
                 )
             )
     return out

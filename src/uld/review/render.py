@@ -66,12 +66,14 @@ def _rect(draw: ImageDraw.ImageDraw, box: Sequence[float], colour: tuple[int, in
 def render_crop(slice_hu: np.ndarray, region: tuple[float, float, float], box: Sequence[float] | None,
                 peak_box: Sequence[float], win: tuple[float, float] = REVIEW_WINDOW_HU) -> bytes:
     """PNG bytes: ``slice_hu`` (ndarray[Y, X], HU) cropped to ``region`` ``(x0, y0, side)``,
-    scaled to :data:`CROP_PX`, with the lesion's ``box`` on this slice solid (``None``: no box
-    here) and the peak box dashed for reference where the slice has none."""
+    scaled to twice its size or :data:`CROP_PX`, whichever is smaller (the page shows it at
+    :data:`CROP_PX`; small crops stay small on disk), with the lesion's ``box`` on this slice
+    solid (``None``: no box here) and the peak box dashed for reference where the slice has none."""
     x0, y0, side = region
     crop = _gray(slice_hu, win).crop((int(x0), int(y0), int(x0) + round(side), int(y0) + round(side)))
-    crop = crop.resize((CROP_PX, CROP_PX), Image.Resampling.BILINEAR).convert("RGB")
-    scale = CROP_PX / round(side)
+    size = min(CROP_PX, 2 * round(side))
+    crop = crop.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
+    scale = size / round(side)
     draw = ImageDraw.Draw(crop)
 
     def shown(b: Sequence[float]) -> tuple[float, ...]:

@@ -61,12 +61,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def resume_file(
     student: dict[str, Any], teacher: dict[str, Any], optimizer: dict[str, Any], step: int,
-    config: dict, records: dict[str, Any],
+    config: dict, records: dict[str, Any], scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """The content of ``last.pt``: the state dicts of the student, the EMA teacher and the
     optimiser, the next step, every RNG state (taken now), the config, the loop's records and
-    the package version: all that ``uld train --resume`` restores."""
-    return {
+    the package version: all that ``uld train --resume`` restores; with fp16 training also the
+    gradient scaler's state (its scale and growth tracker)."""
+    extra = {"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
+    return {**extra,
         "student": student,
         "teacher": teacher,
         "optimizer": optimizer,

@@ -39,6 +39,11 @@ def context(device: str = "auto") -> Context:
     return Context(rank=rank, world_size=world_size, device=dev)
 
 
+def local_world_size() -> int:
+    """Training processes on this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 without it)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def batch_indices(step: int, dataset_size: int, batch_size: int, seed: int, rank: int = 0,
                   world_size: int = 1) -> list[int]:
     """Sample indices of this rank at ``step``: a pure function of its arguments.

@@ -67,14 +67,15 @@ class StopOnInterrupt:
             raise KeyboardInterrupt
 
 
-def _plain(losses: Mapping[str, torch.Tensor]) -> str:
-    return ", ".join(f"{k} = {float(v.detach()):g}" for k, v in losses.items())
+def _plain(losses: Mapping[str, torch.Tensor | float]) -> str:
+    return ", ".join(f"{k} = {float(v):g}" for k, v in losses.items())
 
 
-def check_finite_loss(step: int, losses: Mapping[str, torch.Tensor], last_checkpoint: Path,
+def check_finite_loss(step: int, losses: Mapping[str, torch.Tensor | float], last_checkpoint: Path,
                       checkpoint_step: int | None) -> None:
-    """Raise :class:`NonFiniteError` when any loss is NaN or infinite."""
-    if all(bool(torch.isfinite(v.detach()).all()) for v in losses.values()):
+    """Raise :class:`NonFiniteError` when any loss (a tensor, or a float already on the
+    host) is NaN or infinite."""
+    if all(bool(torch.isfinite(torch.as_tensor(v).detach()).all()) for v in losses.values()):
         return
     raise NonFiniteError(f"step {step}: the loss is not finite ({_plain(losses)}); "
                          f"{_kept(last_checkpoint, checkpoint_step)}")
@@ -105,7 +106,7 @@ class FiniteGuard:
     last_checkpoint: Path
     checkpoint_step: int | None = None
 
-    def loss(self, step: int, losses: Mapping[str, torch.Tensor]) -> None:
+    def loss(self, step: int, losses: Mapping[str, torch.Tensor | float]) -> None:
         check_finite_loss(step, losses, self.last_checkpoint, self.checkpoint_step)
 
     def weights(self, step: int, named: Iterable[tuple[str, Mapping[str, torch.Tensor]]]) -> None:

@@ -44,8 +44,10 @@ from uld.mining.export import export_mined
 from uld.mining.harvest import count_mining, mine_samples, mine_truth, profile_teacher
 from uld.mining.policy import targets_for_student
 from uld.model.build import build_detector
+from uld.model.precision import Autocast, autocast, check_amp, device_habits, grad_scaler
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, resume_file, set_rng_state
-from uld.train.distributed import Context, batch_indices, context, resize_ratio
+from uld.train.dataloader import make_loader, worker_count
+from uld.train.distributed import Context, batch_indices, context, local_world_size, resize_ratio
 from uld.train.guard import FiniteGuard, StopOnInterrupt, TrainingInterrupted
 from uld.train.logging import RunLogger
 from uld.train.schedule import build_optimizer, learning_rate
@@ -63,7 +65,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         run = open_run(config, Path(out_dir), resume, progress, stop)
         for step, batch in enumerate(run.batches, start=run.start):
             result = train_step(step, batch, run.model, run.teacher, run.optimizer, config,
-                                run.ctx.device, run.guard)
+                                run.ctx.device, run.guard, run.scaler)
             after_step(run, result)
         return finish(run)
 
@@ -87,13 +89,18 @@ class StepResult:
 def train_step(
     step: int, batch: list[Sample], model: nn.Module, teacher: EMATeacher,
     optimizer: torch.optim.Optimizer, config: Config, device: torch.device | str = "cpu",
-    guard: FiniteGuard | None = None,
+    guard: FiniteGuard | None = None, scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """One step of the method on ``batch``: the teacher mines (from ``mining.start_iteration``
     on, unless ``mining.policy`` is ``none``), the student (``model``, DDP-wrapped or not)
     takes one optimiser step on the known and mined boxes at this step's resize ratio, and the
-    teacher averages the student in. ``guard`` stops a non-finite loss before the step."""
+    teacher averages the student in. ``guard`` stops a non-finite loss before the step.
+
+    ``train.amp``: the teacher's pass and the student's forward run under autocast; the
+    backward and the optimiser step stay fp32 (through ``scaler``, a ``GradScaler``, for
+    fp16). The losses come to the host once per step, for the guard and the records."""
     tc = config.train
+    batch = [sample.to(device, non_blocking=True) for sample in batch]  # pinned: asynchronous
     lr = learning_rate(step, tc.lr, tc.warmup_iterations, tc.lr_schedule, tc.iterations,
                        tc.lr_decay_at, tc.lr_decay_gamma)
     for group in optimizer.param_groups:
@@ -103,22 +110,31 @@ def train_step(
     mined = [torch.zeros((0, 4), device=device) for _ in batch]
     if mining_now:
         found = mine_truth(batch, config.mining, device) if config.mining.source == "truth" \
-            else mine_samples(teacher.module, batch, config.mining, device)
+            else mine_samples(Autocast(teacher.module, tc.amp, device), batch, config.mining, device)
         mined = [b for b, _ in found]
     t1 = time.perf_counter()
 
     ratio = resize_ratio(step, tc.seed, *tc.resize_range)
-    losses = model(*student_batch(batch, mined, ratio, config, device))
+    with autocast(tc.amp, device):
+        losses = model(*student_batch(batch, mined, ratio, config, device))
     loss = sum(losses.values())
-    (guard or FiniteGuard(Path("last.pt"))).loss(step, {**losses, "total": loss})
+    # the one host sync of the step's losses: the guard and the records read the same floats
+    values = dict(zip([*losses, "total"],
+                      torch.stack([v.detach().float() for v in [*losses.values(), loss]]).tolist()))
+    (guard or FiniteGuard(Path("last.pt"))).loss(step, values)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     momentum = teacher.update(model)
     t2 = time.perf_counter()
+    total = values.pop("total")
     return StepResult(
-        step=step, losses={k: float(v.detach()) for k, v in losses.items()},
-        loss=float(loss.detach()), lr=lr, ema_momentum=momentum,
+        step=step, losses=values, loss=total, lr=lr, ema_momentum=momentum,
         mining=count_mining(batch, mined) if mining_now else MiningCounts(),
         teacher_seconds=t1 - t0, student_seconds=t2 - t1,
     )
@@ -138,6 +154,7 @@ class Run:
     model: nn.Module
     teacher: EMATeacher
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
     records: Records
     guard: FiniteGuard
     logger: RunLogger
@@ -154,6 +171,9 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
     resuming), write ``config.yaml`` and start the batches where the run left off."""
     ctx = context(config.train.device)
     tc = config.train
+    check_amp(tc.amp, ctx.device, "train.amp")
+    check_amp(config.infer.amp, ctx.device, "infer.amp")
+    device_habits(ctx.device, tc.cudnn_benchmark)
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
@@ -164,9 +184,14 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
         context=config.mining.policy != "none" and config.mining.consistency_neighbours > 0,
     )
     student = build_detector(config.model, config.data.num_slices).to(ctx.device)
+    if tc.channels_last:
+        student = student.to(memory_format=torch.channels_last)
     teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
+    if tc.compile:  # in place (state-dict keys unchanged), after the teacher's deep copy
+        student.backbone.compile(dynamic=True)
     optimizer = build_optimizer(student.parameters(), tc.optimizer, tc.lr, tc.momentum,
                                 tc.weight_decay)
+    scaler = grad_scaler(tc.amp, ctx.device)
     records, start, saved = Records(), 0, None
     guard = FiniteGuard(out / "last.pt")
     if resume:
@@ -175,6 +200,8 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
         student.load_state_dict(saved["student"])
         teacher.load_state_dict(saved["teacher"])
         optimizer.load_state_dict(saved["optimizer"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         records, start = Records.from_state(saved["records"]), int(saved["step"])
         guard.checkpoint_step = start
     elif guard.last_checkpoint.exists():
@@ -184,18 +211,18 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
     logger = RunLogger(out, enabled=ctx.is_main)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
-        collate_fn=collate, num_workers=tc.num_workers,
+    workers = worker_count(config.data.num_workers, config.data.cache_volumes, local_world_size())
+    loader = make_loader(
+        dataset, StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
+        collate, workers, config.data.prefetch_factor, ctx.device,
     )
     batches = iter(loader)  # draws from the global RNG: restore the saved state after this
     if saved is not None:
         set_rng_state(saved["rng"])
     bar = tqdm(total=tc.iterations, initial=start, desc=f"train {out.name}", unit="it",
                disable=not (progress and ctx.is_main), leave=False)
-    return Run(config, out, ctx, data, dataset, student, model, teacher, optimizer, records, guard,
-               logger, bar, batches, start, stop, progress, done=start)
+    return Run(config, out, ctx, data, dataset, student, model, teacher, optimizer, scaler, records,
+               guard, logger, bar, batches, start, stop, progress, done=start)
 
 
 def after_step(run: Run, result: StepResult) -> None:
@@ -226,7 +253,7 @@ def after_step(run: Run, result: StepResult) -> None:
                                  ("teacher", run.teacher.state_dict())])
         atomic_save(resume_file(run.student.state_dict(), run.teacher.state_dict(),
                                 run.optimizer.state_dict(), done, config_to_dict(run.config),
-                                records.state()), run.guard.last_checkpoint)
+                                records.state(), run.scaler), run.guard.last_checkpoint)
         run.guard.checkpoint_step = done
     if run.stop.requested:
         run.bar.close()
@@ -349,6 +376,11 @@ def student_batch(
     return resized, targets
 
 
+_SPEED_ONLY = {"train.iterations", "data.num_workers", "data.prefetch_factor", "train.compile",
+               "train.cudnn_benchmark"}
+"""Keys a resumed run may change: the length of the run, and settings that change only speed."""
+
+
 def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
     current = config_to_dict(config)
     # an older uld saved fewer keys: compare with its config as today's code reads it
@@ -357,7 +389,7 @@ def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
         f"{section}.{key}"
         for section, values in current.items() if isinstance(values, dict)
         for key, value in values.items()
-        if stored.get(section, {}).get(key) != value and f"{section}.{key}" != "train.iterations"
+        if stored.get(section, {}).get(key) != value and f"{section}.{key}" not in _SPEED_ONLY
     ]
     if differ:
         raise ValueError(f"{path}: cannot resume with a different config ({', '.join(differ)})")
