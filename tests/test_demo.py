@@ -21,6 +21,8 @@ def test_demo_writes_a_report_and_reuses_finished_runs(tmp_path, capsys):
     assert "| method | R | P+ | P- | seeds | 0.125 |" in text
     assert "oracle > mining > baseline" in text.splitlines()[0]  # shown, or said that it is not
     assert "One seed (0)" in text
+    assert "[mining/review/index.html](mining/review/index.html)" in text
+    assert (tmp_path / "mining" / "review" / "index.html").is_file()
     for picture in ("froc.png", "mined_lesions.png", "training.png"):
         assert (tmp_path / picture).stat().st_size > 1000
     assert "Oracle (complete labels)" in capsys.readouterr().out

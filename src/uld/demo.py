@@ -36,6 +36,7 @@ from uld.experiment.report import (
     table_one,
 )
 from uld.experiment.runner import ensure_dataset, run_jobs
+from uld.review import build_review
 
 RUNS = (
     RunSpec("oracle", "Oracle (complete labels)", "oracle", 0,
@@ -89,6 +90,7 @@ def run_demo(
     gallery = out / "mining" / "mined_lesions.png"
     if gallery.is_file():
         shutil.copyfile(gallery, out / "mined_lesions.png")
+    review = build_review(out / "mining", data, out / "mining" / "review")
     table = table_one(groups, kinds)
     minutes = (time.perf_counter() - started) / 60
     info = DatasetFolder(data).info()
@@ -127,6 +129,11 @@ def run_demo(
         "blue, unlabeled true lesions dashed white.",
         "",
         "![mined lesions](mined_lesions.png)",
+        "",
+        f"Review them in a browser: [{review.relative_to(out).as_posix()}]"
+        f"({review.relative_to(out).as_posix()}) (keys: a accept, r reject, u unsure, arrows move; "
+        "Export saves `verdicts.json`, and `uld review apply --verdicts verdicts.json --data "
+        "DATA --out NEWDATA` adds the accepted lesions to the labels).",
         "",
         "Over training (validation AP; the teacher's scores on labeled and unlabeled lesions and "
         "on background of 64 training slices; precision and recall of the boxes mined in each "
