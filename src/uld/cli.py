@@ -145,10 +145,16 @@ def _mine_negatives(args: argparse.Namespace) -> None:
           f"{summary['json']} (retrain with --set data.hard_negatives=...), {summary['pickle']}")
 
 
+def _check_workers(workers: int) -> None:
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: must be at least 1")
+
+
 def _experiment(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.experiment.paper import run_paper_experiment
 
+    _check_workers(args.workers)
     report = run_paper_experiment(args.out, args.budget, progress=not args.quiet,
                                   overrides=tuple(args.set), only=tuple(args.only),
                                   workers=args.workers)
@@ -182,7 +188,8 @@ def _demo(args: argparse.Namespace) -> None:
     # imported here, not at the top: `uld --help` and every other command start without it
     from uld.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, progress=not args.quiet)
+    _check_workers(args.workers)
+    run_demo(args.out, quick=args.quick, progress=not args.quiet, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="runs trained at once, each with its share of the CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_demo)
     return parser

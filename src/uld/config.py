@@ -112,7 +112,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """Mean-teacher lesion mining (METHOD.md, 'The framework'; README, 'Mining settings')."""
+    """Mean-teacher lesion mining (docs/method.md, 'The framework'; README, 'Mining settings')."""
 
     policy: Literal["none", "add", "ignore"] = "add"
     """``add``: mined boxes become foreground; ``ignore``: anchors and proposals on them leave
@@ -121,6 +121,10 @@ class MiningConfig:
     """Teacher score at or above which a box is mined."""
     gt_nms_iou: float = 0.7
     """Teacher boxes overlapping a known box above this IoU are dropped."""
+    gt_contain: float = 1.0
+    """Also drop teacher boxes whose intersection with a known box exceeds this share of the
+    smaller box's area (1 = off, the paper's GT NMS by IoU alone): a part of a known lesion,
+    or a box around it, is not a new lesion."""
     regress_mined: bool = True
     """Under ``add``, mined boxes also get box-regression targets (the paper does not say)."""
     ema_momentum: float = 0.999
@@ -153,6 +157,8 @@ class MiningConfig:
             raise ConfigError(f"mining.tau = {self.tau}: must lie in [0, 1]")
         if not 0.0 <= self.gt_nms_iou <= 1.0:
             raise ConfigError(f"mining.gt_nms_iou = {self.gt_nms_iou}: must lie in [0, 1]")
+        if not 0.0 <= self.gt_contain <= 1.0:
+            raise ConfigError(f"mining.gt_contain = {self.gt_contain}: must lie in [0, 1]")
         if self.source not in ("teacher", "truth"):
             raise ConfigError(f"mining.source = {self.source!r}: must be 'teacher' or 'truth'")
         if self.consistency_neighbours not in (0, 1, 2):

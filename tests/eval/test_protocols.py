@@ -173,3 +173,13 @@ def test_dataset_folder_for_every_protocol(tmp_path: Path) -> None:
     keyslice = read_protocol_gt("keyslice", tmp_path, "test")
     iobb = read_protocol_gt("iobb3d", tmp_path, "test")
     assert sum(map(len, keyslice.values())) == iobb.npos
+
+
+def test_the_protocols_load_no_image_or_training_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, uld.eval.iobb3d, uld.eval.p3d, uld.eval.keyslice; "
+            "print(sorted(m for m in ('SimpleITK', 'torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -17,6 +17,20 @@ def test_gt_nms_drops_only_boxes_above_the_threshold():
     assert gt_nms(preds, GT, 0.7).tolist() == [False, False, True, True]
 
 
+def test_gt_contain_also_drops_parts_of_and_boxes_around_a_known_lesion():
+    preds = torch.tensor([
+        [0.0, 0.0, 4.0, 4.0],       # inside the known box: IoU 0.16, all of it inside
+        [-10.0, -10.0, 15.0, 15.0],  # around it: IoU 0.16, all of the known box inside it
+        [8.0, 8.0, 14.0, 14.0],     # touching a corner: 4 of its 36 pixels inside
+        [20.0, 0.0, 30.0, 10.0],    # beside it
+    ])
+    assert gt_nms(preds, GT, 0.3).tolist() == [True, True, True, True]  # IoU alone keeps all
+    assert gt_nms(preds, GT, 0.3, contain_threshold=0.5).tolist() == [False, False, True, True]
+    assert gt_nms(preds, GT, 0.3, contain_threshold=1.0).tolist() == [True, True, True, True]
+    boxes, _ = mine(preds, torch.ones(4), GT, tau=0.9, gt_nms_iou=0.3, gt_contain=0.5)
+    assert boxes.tolist() == preds[2:].tolist()
+
+
 def test_without_known_boxes_everything_passes_gt_nms():
     preds = torch.rand(3, 4) * 5 + torch.tensor([0, 0, 6, 6])
     assert gt_nms(preds, torch.zeros((0, 4)), 0.7).all()
@@ -83,3 +97,12 @@ def test_context_stack_holds_the_sample_and_its_neighbouring_stacks(tmp_path):
     assert b.context.shape[0] == a.image.shape[0] + 2
     torch.testing.assert_close(b.image, a.image)
     assert torch.equal(b.context[1:-1], b.image)
+
+
+def test_gt_contain_is_range_checked():
+    import pytest
+
+    from uld.config import Config, ConfigError, override
+
+    with pytest.raises(ConfigError, match=r"^mining.gt_contain = 1.5: must lie in \[0, 1\]$"):
+        override(Config(), "mining.gt_contain=1.5")

@@ -90,3 +90,32 @@ def test_retraining_data_adds_the_pool_with_full_labels_and_forced_negatives(tmp
     config = load_config("demo", [f"data.root={root}", f"data.hard_negatives={tmp_path / 's.json'}"])
     with pytest.raises(ValueError, match="'synth_00000' is not a 'negatives' volume"):
         open_training_data(config.data)
+
+
+class _Source:
+    """A fully annotated volume that is never read (the output check comes first)."""
+
+    name = "v"
+
+    def load(self):  # pragma: no cover - reaching it means the check came too late
+        raise AssertionError("the output folder must be checked before any volume is read")
+
+
+def test_output_folder_is_checked_first_and_replaced_only_when_it_is_an_earlier_output(tmp_path):
+    from uld.mining.negatives import HARD_NEGATIVES_JSON, mine_negatives
+
+    config = load_config("demo")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="other: folder is not empty"):
+        mine_negatives(torch.nn.Identity(), config, [_Source()], {"v": []}, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / HARD_NEGATIVES_JSON).write_text("{}")
+    summary = mine_negatives(torch.nn.Identity(), config, [], {}, earlier)  # no volumes: no boxes
+    assert summary["hard_negatives"] == 0
+    assert json.loads((earlier / HARD_NEGATIVES_JSON).read_text())["volumes"] == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "other"]  # no stage left

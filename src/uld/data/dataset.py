@@ -28,14 +28,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from uld.atomic import write_text
-from uld.data.volume import Volume, read_volume
 from uld.messages import decode_error, plain
 from uld.outdir import check_finished, leaves_folder
+
+if TYPE_CHECKING:
+    from uld.data.volume import Volume
 
 SPLITS = ("train", "val", "test", "negatives")
 REQUIRED_COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2")
@@ -259,6 +261,10 @@ class DatasetFolder:
         return self.root / "volumes" / f"{check_volume_name(name, str(self.root))}.nii.gz"
 
     def read_volume(self, name: str) -> Volume:
+        # imported here, not at the top: reading the tables (and uld.eval through them) must not
+        # load SimpleITK; only reading an image does
+        from uld.data.volume import read_volume
+
         path = self.volume_path(name)
         if not path.is_file():
             raise DataError(f"{path}: volume file not found (listed in splits.csv)")

@@ -10,17 +10,13 @@ mining closes, the sweep, the paper's orderings as found, and FROC, sweep and tr
 
 from __future__ import annotations
 
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
 from uld.atomic import write_text
 from uld.config import Config, load_config, override
-from uld.data.annotations import read_gt
 from uld.data.dataset import DatasetFolder
 from uld.data.synth import format_summary
 from uld.experiment.plan import BUDGETS, MAIN, TAUS, Budget, RunSpec, paper_runs, select_runs
@@ -45,8 +41,8 @@ from uld.experiment.runner import (
     RESULT_FILE,
     ensure_dataset,
     ensure_hard_negatives,
-    evaluate_run,
-    train_or_reuse,
+    finished_elsewhere,
+    run_jobs,
     volume_noise,
 )
 
@@ -77,16 +73,12 @@ def run_paper_experiment(
     base = load_config(BENCHMARK_CONFIG, [f"data.root={data}", *plan.overrides, *overrides])
     all_runs = paper_runs(plan, base.mining.tau)
     runs = select_runs(all_runs, only)
-    first_wave = [r for r in runs if not r.hard_negatives_from]
-    second_wave = [r for r in runs if r.hard_negatives_from]
-    for wave in (first_wave, second_wave):
-        jobs = [(spec, _run_config(base, spec, out, data, progress)) for spec in wave]
-        if workers <= 1:
-            for i, (spec, config) in enumerate(jobs, 1):
-                print(f"[{i}/{len(jobs)}] {spec.name}: {spec.label}", flush=True)
-                _train_and_evaluate(config, out / "runs" / spec.name, data, progress)
-        else:
-            _in_parallel(jobs, out, data, workers)
+    todo = [r for r in runs if not finished_elsewhere(out / "runs" / r.name)]
+    for wave in ([r for r in todo if not r.hard_negatives_from],
+                 [r for r in todo if r.hard_negatives_from]):
+        jobs = [(f"{spec.name}: {spec.label}", _run_config(base, spec, out, data, progress),
+                 out / "runs" / spec.name) for spec in wave]
+        run_jobs(jobs, data, workers, progress)
     minutes = (time.perf_counter() - started) / 60
     finished = [r for r in all_runs if (out / "runs" / r.name / RESULT_FILE).is_file()]
     return write_report(out, plan, finished, base.mining.tau, minutes, workers)
@@ -100,34 +92,6 @@ def _run_config(base: Config, spec: RunSpec, out: Path, data: Path, progress: bo
     if not (source / "model.pt").is_file():
         raise FileNotFoundError(f"{spec.name} needs the finished run {source} first")
     return override(config, f"data.hard_negatives={ensure_hard_negatives(source, data, progress)}")
-
-
-def _train_and_evaluate(config: Config, run_dir: Path, data: Path, progress: bool,
-                        threads: int | None = None) -> float:
-    """Train (or reuse) and evaluate one run; returns its test AP."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    train_or_reuse(config, run_dir, progress)
-    return evaluate_run(run_dir, data, read_gt(data, split="test"), progress)["ap"]
-
-
-def _in_parallel(jobs: list[tuple[RunSpec, Config]], out: Path, data: Path, workers: int) -> None:
-    workers = min(workers, len(jobs))  # a lone run (the P- retraining) gets every thread
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    started = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_train_and_evaluate, config, out / "runs" / spec.name, data,
-                               False, threads): spec for spec, config in jobs}
-        plural = "s" if threads > 1 else ""
-        print(f"{len(jobs)} runs, {workers} at a time ({threads} thread{plural} each)", flush=True)
-        for done, future in enumerate(as_completed(futures), 1):
-            spec = futures[future]
-            try:
-                ap = future.result()
-            except Exception as error:
-                raise RuntimeError(f"run {spec.name} failed: {error}") from error
-            print(f"[{done}/{len(jobs)}] {spec.name}: AP {100 * ap:.1f} "
-                  f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
 
 
 def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,

@@ -93,15 +93,16 @@ def per_seed_table(results: Sequence[RunResult]) -> str:
         final = s.get("final_teacher_mining") or {}
         lines.append("| " + " | ".join([
             r.spec.name, str(r.spec.seed), f"{_metric(r, 'avg'):.2f}", f"{_metric(r, 'ap'):.1f}",
-            str(s.get("mined", 0)), _fmt(s.get("mined_precision")), _fmt(s.get("mined_recall")),
-            f"{final.get('mined', '-')} / {_fmt(final.get('precision'))} / "
-            f"{_fmt(final.get('recall'))}" if final else "-",
+            str(s.get("mined", 0)), fmt3(s.get("mined_precision")), fmt3(s.get("mined_recall")),
+            f"{final.get('mined', '-')} / {fmt3(final.get('precision'))} / "
+            f"{fmt3(final.get('recall'))}" if final else "-",
             f"{r.minutes:.1f}",
         ]) + " |")
     return "\n".join(lines)
 
 
-def _fmt(value: Any) -> str:
+def fmt3(value: Any) -> str:
+    """A share or rate with 3 decimals, ``-`` when unknown."""
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -111,8 +112,8 @@ def ablation_table(rows: Sequence[tuple[str, RunResult]]) -> str:
     for label, r in rows:
         s = r.summary
         lines.append(f"| {label} | {_metric(r, 'avg'):.2f} | {_metric(r, 'ap'):.1f} | "
-                     f"{s.get('mined', 0)} | {_fmt(s.get('mined_precision'))} | "
-                     f"{_fmt(s.get('mined_recall'))} |")
+                     f"{s.get('mined', 0)} | {fmt3(s.get('mined_precision'))} | "
+                     f"{fmt3(s.get('mined_recall'))} |")
     return "\n".join(lines)
 
 

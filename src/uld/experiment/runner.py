@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,43 @@ def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval 
     noise = bootstrap_volumes(sorted(gt), ap, n_resamples)
     write_text(path, json.dumps(dataclasses.asdict(noise)) + "\n")
     return noise
+
+
+def train_and_evaluate(config: Config, run_dir: Path, data: Path, progress: bool,
+                       threads: int | None = None) -> float:
+    """Train (or reuse) and evaluate one run on the test split; returns its test AP."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    train_or_reuse(config, run_dir, progress)
+    return evaluate_run(run_dir, data, read_gt(data, split="test"), progress)["ap"]
+
+
+def run_jobs(jobs: list[tuple[str, Config, Path]], data: Path, workers: int = 1,
+             progress: bool = True) -> None:
+    """Train and evaluate ``(title, config, run_dir)`` jobs, ``workers`` at a time.
+
+    With ``workers`` > 1 each run trains in its own spawned process with its share of the CPU
+    threads (on 2 cores, 2 one-thread runs finish in about 0.7 of the time of one after the
+    other); a lone run gets every thread.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        for i, (title, config, run_dir) in enumerate(jobs, 1):
+            print(f"[{i}/{len(jobs)}] {title}", flush=True)
+            train_and_evaluate(config, run_dir, data, progress)
+        return
+    workers = min(workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_evaluate, config, run_dir, data, False, threads): title
+                   for title, config, run_dir in jobs}
+        plural = "s" if threads > 1 else ""
+        print(f"{len(jobs)} runs, {workers} at a time ({threads} thread{plural} each)", flush=True)
+        for done, future in enumerate(as_completed(futures), 1):
+            title = futures[future]
+            try:
+                ap = future.result()
+            except Exception as error:
+                raise RuntimeError(f"run {title.split(':')[0]} failed: {error}") from error
+            print(f"[{done}/{len(jobs)}] {title.split(':')[0]}: AP {100 * ap:.1f} "
+                  f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)

@@ -44,7 +44,8 @@ def mine_samples(
         if config.contain_thresh < 1.0:  # nested duplicates out first (uld.infer.suppress)
             keep = contained_keep(boxes, scores, config.contain_thresh, config.contain_area_ratio)
             boxes, scores = boxes[keep], scores[keep]
-        mined.append(mine(boxes, scores, sample.boxes.to(device), config.tau, config.gt_nms_iou))
+        mined.append(mine(boxes, scores, sample.boxes.to(device), config.tau, config.gt_nms_iou,
+                          config.gt_contain))
     if not config.consistency_neighbours:
         return mined
     todo = [i for i, (boxes, _) in enumerate(mined) if len(boxes)]
@@ -75,7 +76,7 @@ def mine_truth(batch: Sequence[Sample], config: MiningConfig,
             raise ValueError(f"mining.source=truth needs the complete labels, and slice "
                              f"{sample.volume} z={sample.z} has none (synthetic data only)")
         truth = sample.truth[:0] if sample.complete else sample.truth
-        keep = gt_nms(truth, sample.boxes, config.gt_nms_iou)
+        keep = gt_nms(truth, sample.boxes, config.gt_nms_iou, config.gt_contain)
         mined.append((truth[keep].to(device), torch.ones(int(keep.sum()), device=device)))
     return mined
 

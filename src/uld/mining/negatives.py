@@ -11,6 +11,7 @@ each).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from uld.data.slice_boxes import SliceBox, write_slice_boxes
 from uld.data.sources import ScanSource
 from uld.infer.link import SliceDetections
 from uld.infer.predict import detect_slices
+from uld.outdir import check_replaceable, staged_folder
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,23 @@ def mine_negatives(
     if missing:
         raise ValueError(f"{missing[0]}: not in the ground truth of the fully annotated volumes "
                          f"({len(missing)} such volumes)")
+    out = Path(out_dir)
+    check_replaceable(Path(os.path.abspath(out)), False, _earlier_output, "uld mine-negatives")
     found: list[SliceBox] = []
     for source in tqdm(sources, desc="mine negatives", unit="vol", disable=not progress):
         detections = detect_slices(model, source.load(), config, device)
         found += hard_negatives(source.name, detections, truth[source.name], rule)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {**asdict(rule), "volumes": len(sources)}
-    write_slice_boxes(found, out / HARD_NEGATIVES_PICKLE, out / HARD_NEGATIVES_JSON,
-                      "hard_negatives", meta, one_based, volumes=[s.name for s in sources])
+    with staged_folder(out, False, _earlier_output, "uld mine-negatives") as stage:
+        write_slice_boxes(found, stage / HARD_NEGATIVES_PICKLE, stage / HARD_NEGATIVES_JSON,
+                          "hard_negatives", meta, one_based, volumes=[s.name for s in sources])
     return {"volumes": len(sources), "hard_negatives": len(found),
             "json": str(out / HARD_NEGATIVES_JSON), "pickle": str(out / HARD_NEGATIVES_PICKLE)}
+
+
+def _earlier_output(folder: Path) -> bool:
+    """Whether ``folder`` holds only an earlier ``uld mine-negatives`` output (replaceable)."""
+    return {p.name for p in folder.iterdir()} <= {HARD_NEGATIVES_PICKLE, HARD_NEGATIVES_JSON}
 
 
 def pool_truth(root: str | Path, truth_file: str = "annotations_full.csv") -> GroundTruth:

@@ -1,4 +1,4 @@
-"""How mined lesions and hard negatives enter the student's targets (METHOD.md, step 4)."""
+"""How mined lesions and hard negatives enter the student's targets (docs/method.md, step 4)."""
 
 from __future__ import annotations
 
