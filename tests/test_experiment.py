@@ -88,3 +88,17 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
     assert main(["experiment", "paper", "--budget", "tiny", "--out", str(out), "--quiet"]) == 0
     assert stamps == {r.name: (out / "runs" / r.name / "model.pt").stat().st_mtime_ns for r in runs}
     assert "report:" in capsys.readouterr().out
+
+
+def test_a_finished_run_is_reused_across_speed_settings_but_not_across_real_changes(tmp_path):
+    from uld.config import override, save_config
+    from uld.experiment.runner import train_or_reuse
+
+    config = load_config("demo")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(override(config, "data.num_workers=0"), run / "config.yaml")
+    (run / "model.pt").write_bytes(b"finished")
+    assert train_or_reuse(config, run, progress=False) is False  # workers change only speed
+    with pytest.raises(FileExistsError, match=r"another config \(train.lr\)"):
+        train_or_reuse(override(config, "train.lr=0.002"), run, progress=False)

@@ -522,3 +522,22 @@ def override(config: Config, *texts: str) -> Config:
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))  # never half a file
+
+
+SPEED_ONLY = frozenset({"data.num_workers", "data.prefetch_factor", "train.compile",
+                        "train.cudnn_benchmark"})
+"""Keys that change only how fast a run goes, never what it computes."""
+
+
+def config_differences(saved: dict[str, Any], config: Config,
+                       ignore: typing.AbstractSet[str] = SPEED_ONLY) -> list[str]:
+    """Dotted keys whose value in ``config`` differs from a saved config (as today's code
+    reads it: :func:`upgrade_saved_config`), leaving out the keys in ``ignore``."""
+    current = config_to_dict(config)
+    stored = config_to_dict(config_from_dict(upgrade_saved_config(saved)))
+    return [
+        f"{section}.{key}"
+        for section, values in current.items() if isinstance(values, dict)
+        for key, value in values.items()
+        if stored.get(section, {}).get(key) != value and f"{section}.{key}" not in ignore
+    ]

@@ -81,8 +81,9 @@ scan the largest lesions of at least 10 mm, at most two per organ and two per sc
 52 % of the train lesions unlabeled (DeepLesion's test set: 55 % of its lesions carry no
 original RECIST box). 300 train, 60 val and 400 test volumes (resampling 160 test volumes
 moved a run's AP by 1.5 points, sd of the bootstrap; 400 bring that to about 1, the issue's
-bound; RESULTS.md) and 40 fully annotated volumes for hard negatives. Missing labels are biased, not random: the small lesions and the second and
-further lesions of a scan stay unlabeled."""
+bound; RESULTS.md) and 40 fully annotated volumes for hard negatives. Missing labels are
+biased, not random: the small lesions and the second and further lesions of a scan stay
+unlabeled."""
 
 BUDGETS = {
     "default": Budget(

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from uld.atomic import write_text
-from uld.config import Config, config_from_dict, upgrade_saved_config
+from uld.config import Config, config_differences, config_from_dict, upgrade_saved_config
 from uld.data.annotations import GroundTruth, read_detections, read_gt, write_detections_json
 from uld.data.dataset import DatasetFolder
 from uld.data.sources import VolumeStore, dataset_sources
@@ -65,8 +65,10 @@ def train_or_reuse(config: Config, run_dir: Path, progress: bool) -> bool:
     """Train, resume an interrupted run, or reuse a finished one made with the same config.
     Returns whether any training happened."""
     saved = run_dir / "config.yaml"
-    if saved.is_file() and _saved_config(saved) != config:
-        raise FileExistsError(f"{run_dir} holds a run with another config: remove it to rerun")
+    differ = config_differences(yaml.safe_load(saved.read_text()), config) if saved.is_file() else []
+    if differ:
+        raise FileExistsError(f"{run_dir} holds a run with another config ({', '.join(differ)}): "
+                              "remove it to rerun")
     if (run_dir / "model.pt").is_file() or finished_elsewhere(run_dir):
         return False
     start = time.perf_counter()

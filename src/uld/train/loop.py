@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from uld.atomic import write_text
-from uld.config import Config, config_from_dict, config_to_dict, save_config, upgrade_saved_config
+from uld.config import SPEED_ONLY, Config, config_differences, config_to_dict, save_config
 from uld.data.samples import KeySliceDataset, Sample, collate
 from uld.data.sources import TrainingData, open_training_data
 from uld.data.transforms import resize_image, scale_boxes
@@ -377,21 +377,9 @@ def student_batch(
     return resized, targets
 
 
-_SPEED_ONLY = {"train.iterations", "data.num_workers", "data.prefetch_factor", "train.compile",
-               "train.cudnn_benchmark"}
-"""Keys a resumed run may change: the length of the run, and settings that change only speed."""
-
-
 def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
-    current = config_to_dict(config)
-    # an older uld saved fewer keys: compare with its config as today's code reads it
-    stored = config_to_dict(config_from_dict(upgrade_saved_config(saved["config"])))
-    differ = [
-        f"{section}.{key}"
-        for section, values in current.items() if isinstance(values, dict)
-        for key, value in values.items()
-        if stored.get(section, {}).get(key) != value and f"{section}.{key}" not in _SPEED_ONLY
-    ]
+    # a resumed run may change its length and the settings that change only speed
+    differ = config_differences(saved["config"], config, SPEED_ONLY | {"train.iterations"})
     if differ:
         raise ValueError(f"{path}: cannot resume with a different config ({', '.join(differ)})")
 
