@@ -449,10 +449,18 @@ def test_read_only_output_is_one_line(small_tmpfs, data, run, capsys):
 # ------------------------------------------------------------------------------ signals
 
 
+def _interactive_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal's Ctrl-C delivers it. A job a
+    non-interactive shell starts in the background (``cmd &``, as CI may run the suite)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _uld(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "uld.cli", *argv], env=env, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_interactive_sigint)
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
