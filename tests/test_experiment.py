@@ -102,3 +102,18 @@ def test_a_finished_run_is_reused_across_speed_settings_but_not_across_real_chan
     assert train_or_reuse(config, run, progress=False) is False  # workers change only speed
     with pytest.raises(FileExistsError, match=r"another config \(train.lr\)"):
         train_or_reuse(override(config, "train.lr=0.002"), run, progress=False)
+
+
+def test_hard_negative_retraining_needs_only_the_kept_hard_negatives_file(tmp_path):
+    from uld.experiment.paper import _run_config
+    from uld.mining.negatives import HARD_NEGATIVES_JSON
+
+    base = load_config("demo")
+    spec = next(r for r in paper_runs(BUDGETS["small"], 0.9) if r.hard_negatives_from)
+    source = tmp_path / "runs" / spec.hard_negatives_from
+    with pytest.raises(FileNotFoundError, match="needs the finished run"):
+        _run_config(base, spec, tmp_path, tmp_path / "data", progress=False)
+    (source / "hard_negatives").mkdir(parents=True)
+    (source / "hard_negatives" / HARD_NEGATIVES_JSON).write_text("{}")  # kept, no checkpoint
+    config = _run_config(base, spec, tmp_path, tmp_path / "data", progress=False)
+    assert config.data.hard_negatives.endswith(f"hard_negatives/{HARD_NEGATIVES_JSON}")

@@ -42,6 +42,7 @@ from uld.experiment.runner import (
     ensure_dataset,
     ensure_hard_negatives,
     finished_elsewhere,
+    has_hard_negatives,
     run_jobs,
     volume_noise,
 )
@@ -89,7 +90,7 @@ def _run_config(base: Config, spec: RunSpec, out: Path, data: Path, progress: bo
     if not spec.hard_negatives_from:
         return config
     source = out / "runs" / spec.hard_negatives_from
-    if not (source / "model.pt").is_file():
+    if not (source / "model.pt").is_file() and not has_hard_negatives(source):
         raise FileNotFoundError(f"{spec.name} needs the finished run {source} first")
     return override(config, f"data.hard_negatives={ensure_hard_negatives(source, data, progress)}")
 

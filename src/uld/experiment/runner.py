@@ -106,12 +106,18 @@ def evaluate_run(run_dir: Path, data: Path, gt: GroundTruth, progress: bool) -> 
     return doc
 
 
+def has_hard_negatives(source_run: Path) -> bool:
+    """Whether ``source_run``'s hard negatives were mined already (the file is kept with the
+    small result files, so P- retraining needs no checkpoint of its source run)."""
+    return (source_run / "hard_negatives" / HARD_NEGATIVES_JSON).is_file()
+
+
 def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
     """Hard negatives of the ``negatives`` volumes mined by ``source_run``'s final teacher
     (``source_run/hard_negatives/hard_negatives.json``), mined once."""
     out = source_run / "hard_negatives"
     path = out / HARD_NEGATIVES_JSON
-    if path.is_file():
+    if has_hard_negatives(source_run):
         return path
     model, config = load_model(source_run, _device())
     summary = mine_negatives(model, config, dataset_sources(data, "negatives"), pool_truth(data),
