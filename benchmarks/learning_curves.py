@@ -42,7 +42,8 @@ def main() -> None:
         verdict = "still rising" if gain >= 1.0 else "falling" if gain <= -1.0 else "levelled off"
         print(f"  best {aps[best]:.1f} at step {steps[best]}; last-quarter gain {gain:+.1f} "
               f"({verdict}; converged means a gain below 1 point)")
-        for w in windowed_mining(rows, args.window):
+        windows = windowed_mining(rows, args.window)
+        for w in windows if any(w["mined"] for w in windows) else []:
             print(f"  mined in steps to {w['step']}: {int(w['mined'])} boxes, precision "
                   f"{w['precision']:.2f}, recall {w['recall']:.3f}")
         for r in val:
