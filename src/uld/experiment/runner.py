@@ -126,12 +126,12 @@ def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
     return path
 
 
-NOISE_FILE = "volume_noise.json"
+NOISE_FILE = "test_noise.json"
 
 
 def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval | None:
     """How much the choice of test volumes moves a run's AP (in %): a percentile bootstrap over
-    the test volumes of its ``test_detections.json`` (``volume_noise.json``, computed once; None
+    the test volumes of its ``test_detections.json`` (``test_noise.json``, computed once; None
     when neither file is there)."""
     path = run_dir / NOISE_FILE
     if path.is_file():
