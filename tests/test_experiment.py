@@ -102,6 +102,15 @@ def test_a_finished_run_is_reused_across_speed_settings_but_not_across_real_chan
     assert train_or_reuse(config, run, progress=False) is False  # workers change only speed
     with pytest.raises(FileExistsError, match=r"another config \(train.lr\)"):
         train_or_reuse(override(config, "train.lr=0.002"), run, progress=False)
+    # a run without mining is the same run whatever the preset's mining settings, but its EMA
+    baseline = override(config, "mining.policy=none")
+    save_config(baseline, run / "config.yaml")
+    assert train_or_reuse(override(baseline, "mining.tau=0.8", "mining.gt_contain=1.0"), run,
+                          progress=False) is False
+    with pytest.raises(FileExistsError, match=r"another config \(mining.ema_momentum\)"):
+        train_or_reuse(override(baseline, "mining.ema_momentum=0.999"), run, progress=False)
+    with pytest.raises(FileExistsError, match=r"mining.policy"):
+        train_or_reuse(override(baseline, "mining.policy=add"), run, progress=False)
 
 
 def test_hard_negative_retraining_needs_only_the_kept_hard_negatives_file(tmp_path):

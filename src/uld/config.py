@@ -529,12 +529,22 @@ SPEED_ONLY = frozenset({"data.num_workers", "data.prefetch_factor", "train.compi
 """Keys that change only how fast a run goes, never what it computes."""
 
 
+MINING_ONLY = frozenset(f"mining.{f.name}" for f in dataclasses.fields(MiningConfig)
+                        if f.name not in ("policy", "ema_momentum", "ema_warmup"))
+"""Mining keys that change nothing in a run without mining (``mining.policy: none``): its EMA
+teacher depends on the momentum and warm-up only."""
+
+
 def config_differences(saved: dict[str, Any], config: Config,
                        ignore: typing.AbstractSet[str] = SPEED_ONLY) -> list[str]:
     """Dotted keys whose value in ``config`` differs from a saved config (as today's code
-    reads it: :func:`upgrade_saved_config`), leaving out the keys in ``ignore``."""
+    reads it: :func:`upgrade_saved_config`), leaving out the keys in ``ignore``, and the
+    :data:`MINING_ONLY` keys when neither config mines (a baseline or oracle run stays the same
+    run whatever the mining settings of its preset)."""
     current = config_to_dict(config)
     stored = config_to_dict(config_from_dict(upgrade_saved_config(saved)))
+    if current["mining"]["policy"] == stored["mining"]["policy"] == "none":
+        ignore = ignore | MINING_ONLY
     return [
         f"{section}.{key}"
         for section, values in current.items() if isinstance(values, dict)
