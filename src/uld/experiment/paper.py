@@ -137,7 +137,8 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
         "## The paper's orderings",
         "",
     ]
-    lines += _orderings(groups, base_tau)
+    lines += _orderings(groups, base_tau) or ["- none yet: they need the add, ignore and none rows "
+                                              "(and the tau, lr and P- ablations)"]
     sweep = sweep_rows(groups)
     if sweep:
         plot_sweep(groups, out / "sweep.png")

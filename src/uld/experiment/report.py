@@ -137,6 +137,13 @@ def compare(groups: Mapping[str, Sequence[RunResult]], a: str, b: str,
     return paired_by_seed(va, vb) if set(va) & set(vb) else None
 
 
+def _with_verdict(d: Interval) -> str:
+    """``+5.4 [+3.1, +7.7] AP points over 5 seeds: effect`` (one seed: no interval)."""
+    if d.n < 2:
+        return f"{d.mean:+.1f} AP points (one seed: no interval)"
+    return f"{d.text()} AP points over {d.n} seeds: {verdict(d)}"
+
+
 def verdict(interval: Interval) -> str:
     """``effect`` when the 95 % interval excludes 0, else ``within noise`` (or why there is no
     interval)."""
@@ -183,7 +190,7 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
     gap = compare(groups, "oracle", "none")
     if gap is None:
         return []
-    lines = [f"- oracle - baseline: {gap.text()} AP points over {gap.n} seed(s): {verdict(gap)}"]
+    lines = [f"- oracle - baseline: {_with_verdict(gap)}"]
     if gap.n >= 2 and not gap.excludes_zero:
         lines.append("- the gap's interval contains 0: the shares below are noise, not effects")
     for kind in groups:
@@ -198,8 +205,8 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
                            "n": [r for r in groups["none"] if r.spec.seed in seeds]}, "o", "n")
         share = closed_share(row_gap, change) if row_gap is not None else None
         closes = "no gap to close" if share is None else f"closes {100 * share:.0f} % of the gap"
-        lines.append(f"- {groups[kind][0].spec.label}: {change.text()} AP points over the "
-                     f"baseline ({closes}; {verdict(change)}; seed(s) {seeds})")
+        lines.append(f"- {groups[kind][0].spec.label} - baseline: {_with_verdict(change)}; "
+                     f"{closes}")
     return lines
 
 
