@@ -53,7 +53,7 @@ def test_two_nodes_see_different_batches_and_end_with_the_same_weights(tmp_path:
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 3
     assert all(a != b for a, b in zip(*seen)), seen  # each step, each node its own share
-    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "run" / "model.pt").is_file()  # written once, by rank 0
 
