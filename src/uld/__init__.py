@@ -1,3 +1,3 @@
 """uld: universal lesion detection on CT that learns from incomplete annotations."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
