@@ -92,26 +92,12 @@ def predict_scans(
 
 
 def _predict_into(
-    model: nn.Module,
-    config: Config,
-    sources: Sequence[ScanSource],
-    out_dir: str | Path,
-    device: torch.device | str = "cpu",
-    min_score: float = 0.5,
-    overlays: bool = True,
-    max_overlays: int = 20,
-    progress: bool = True,
-    dicom_sr: bool = False,
+    model: nn.Module, config: Config, sources: Sequence[ScanSource], out: Path,
+    device: torch.device | str, min_score: float, overlays: bool, max_overlays: int,
+    progress: bool, dicom_sr: bool,
 ) -> dict[str, Any]:
-    """Detect and link lesions in every source and write the outputs (module docstring).
-
-    Returns a summary: volumes, slices, lesions written, tracklets, seconds, slices per second.
-    """
-    if not sources:
-        raise ValueError("nothing to predict: give scan files/folders, --data or --deeplesion")
-    _unique(sources)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """The work of :func:`predict_scans` (whose arguments it takes, checked), written into the
+    empty folder ``out`` (the stage). Returns the summary."""
     final = out / DETECTIONS_FILENAME
     detections, lesions, slices, seconds = {}, {}, 0, 0.0
     bar = tqdm(sources, desc="predict", unit="vol", disable=not progress)
