@@ -203,23 +203,26 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
     return path
 
 
+def _on_seeds(groups, kind: str, seeds: set[int]) -> list:
+    """The runs of one row whose seed is in ``seeds``."""
+    return [r for r in groups.get(kind, []) if r.spec.seed in seeds]
+
+
 def _orderings(groups, base_tau: float) -> list[str]:
     lines = []
-    pairs = {"add": "none", "ignore": "none"}
     if all(groups.get(k) for k in ("add", "ignore", "none")):
         lines.append(ordering("policy", [("add", mean_ap(groups["add"])),
                                          ("ignore", mean_ap(groups["ignore"])),
                                          ("none", mean_ap(groups["none"]))]))
-        for a, b in (*pairs.items(), ("add", "ignore")):
+        for a, b in (("add", "none"), ("ignore", "none"), ("add", "ignore")):
             d = compare(groups, a, b)
             if d is not None:
                 lines.append(f"  - {a} - {b}: {d.text()} AP points ({d.n} seeds)")
-    taus = sorted({*TAUS, base_tau}, reverse=True)
+    ablation_seeds = {r.spec.seed for r in groups.get(f"tau{TAUS[0]:.2f}", [])}
     means = []
-    for tau in taus:
-        kind = "add" if abs(tau - base_tau) < 1e-9 else f"tau{tau:.2f}"
-        seeds = {r.spec.seed for r in groups.get(f"tau{TAUS[0]:.2f}", [])}
-        runs = [r for r in groups.get(kind, []) if r.spec.seed in seeds]
+    for tau in sorted({*TAUS, base_tau}, reverse=True):
+        runs = _on_seeds(groups, "add" if abs(tau - base_tau) < 1e-9 else f"tau{tau:.2f}",
+                         ablation_seeds)
         if runs:
             means.append((f"tau {tau:.2f}", mean_ap(runs)))
     if len(means) > 1:
@@ -229,11 +232,9 @@ def _orderings(groups, base_tau: float) -> list[str]:
     for kind, name, claim in (("decay", "learning rate", [("constant", "add"), ("step decay", "decay")]),
                               ("add_pminus", "hard negatives", [("add + P-", "add_pminus"),
                                                                 ("add", "add")])):
-        if not groups.get(kind):
-            continue
-        seeds = {r.spec.seed for r in groups[kind]}
-        values = [(label, mean_ap([r for r in groups.get(k, []) if r.spec.seed in seeds]))
-                  for label, k in claim if [r for r in groups.get(k, []) if r.spec.seed in seeds]]
+        seeds = {r.spec.seed for r in groups.get(kind, [])}
+        values = [(label, mean_ap(runs)) for label, k in claim
+                  if (runs := _on_seeds(groups, k, seeds))]
         if len(values) == 2:
             lines.append(ordering(name, values))
     return lines
