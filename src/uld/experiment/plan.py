@@ -88,12 +88,12 @@ unlabeled."""
 BUDGETS = {
     "default": Budget(
         "default", BENCHMARK, (), (0, 1, 2, 3, 4),
-        "the demo preset's 4,000 steps a run; five seeds for the main rows, two for the "
+        "the demo preset's 5,000 steps a run; five seeds for the main rows, two for the "
         "ablations and each sweep point", ablation_seeds=(0, 1), sweep_seeds=(0, 1),
     ),
     "small": Budget(
         "small", BENCHMARK, (), (0,),
-        "the demo preset's 4,000 steps a run; one seed for every row (the default budget's "
+        "the demo preset's 5,000 steps a run; one seed for every row (the default budget's "
         "seed-0 runs)",
     ),
     "tiny": Budget(
