@@ -6,7 +6,8 @@ measure the duplicate suppression of issue 16 (:mod:`uld.infer.suppress`) before
         [--suppress [--contain T --area-ratio R --merge T --merge-gap G] [--bootstrap N]]
         [--tune-suppress]
 
-Detects once per volume of the split (model ``--run``, its ``best.pt``; CPU, one torch thread)
+Detects once per volume of the split (model ``--run``: a run folder's ``best.pt``, else its
+``model.pt``, or a ``.pt`` file and its folder's ``config.yaml``; CPU, one torch thread)
 and caches the per-slice detections in ``<cache>/detections_<split>.npz`` (reused while the
 model file, data folder and split are the same; ``--redetect`` after a change to
 ``detect_slices``). Then links them with :func:`uld.infer.link.link_by_iou` (the run's
@@ -95,6 +96,14 @@ def _load(path: Path, meta: dict[str, object]) -> VolumeDetections | None:
     return out
 
 
+def run_model_file(run: Path) -> Path:
+    """The model file ``--run`` names: a ``.pt`` file itself, or a run folder's ``best.pt`` (else
+    its ``model.pt``), as :func:`uld.infer.predict.load_model` picks."""
+    if run.is_file():
+        return run
+    return run / "best.pt" if (run / "best.pt").is_file() else run / "model.pt"
+
+
 def detections_for(
     run: Path, data: Path, split: str, cache: Path, redetect: bool = False
 ) -> VolumeDetections:
@@ -103,7 +112,7 @@ def detections_for(
     The cache is keyed by the model file (path, size, mtime), the data folder and the split, not
     by the code: pass ``redetect`` after changing ``detect_slices``.
     """
-    model_file = run / "best.pt" if (run / "best.pt").is_file() else run / "model.pt"
+    model_file = run_model_file(run)
     meta = _cache_meta(model_file, data, split)
     path = cache / f"detections_{split}.npz"
     cached = None if redetect else _load(path, meta)
@@ -117,7 +126,7 @@ def detections_for(
     from uld.infer.predict import detect_slices, load_model
 
     torch.set_num_threads(1)
-    model, config = load_model(run)
+    model, config = load_model(model_file)
     folder = DatasetFolder(data)
     store = VolumeStore(folder, cache=False)
     out: VolumeDetections = {}
@@ -347,12 +356,13 @@ def main() -> None:
     from uld.config import Config
 
     infer = Config().infer
-    if args.run.is_dir() and (args.run / "config.yaml").is_file():
+    run_dir = args.run.parent if args.run.is_file() else args.run
+    if run_dir.is_dir() and (run_dir / "config.yaml").is_file():
         import yaml
 
         from uld.config import config_from_dict, upgrade_saved_config
 
-        saved = yaml.safe_load((args.run / "config.yaml").read_text())
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         infer = config_from_dict(upgrade_saved_config(saved)).infer
     if args.tune_suppress or args.suppress:
         given = (("contain_thresh", args.contain), ("contain_area_ratio", args.area_ratio),

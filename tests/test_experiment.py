@@ -108,7 +108,7 @@ def test_a_finished_run_is_reused_across_speed_settings_but_not_across_real_chan
     assert train_or_reuse(override(baseline, "mining.tau=0.8", "mining.gt_contain=1.0"), run,
                           progress=False) is False
     with pytest.raises(FileExistsError, match=r"another config \(mining.ema_momentum\)"):
-        train_or_reuse(override(baseline, "mining.ema_momentum=0.999"), run, progress=False)
+        train_or_reuse(override(baseline, "mining.ema_momentum=0.99"), run, progress=False)
     with pytest.raises(FileExistsError, match=r"mining.policy"):
         train_or_reuse(override(baseline, "mining.policy=add"), run, progress=False)
 
