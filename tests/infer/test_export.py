@@ -280,6 +280,30 @@ def test_summary_csv_has_the_volume_first(tmp_path):
     assert [tuple(r[:3]) for r in rows[1:]] == [("v1", "1", "0.95"), ("v1", "2", "0.9"), ("v2", "1", "0.3")]
 
 
+def test_csv_rows_give_the_tracklets_merged_into_each_lesion_as_the_json_does(tmp_path):
+    volume = _volume()
+    lesions = lesions_from_tracklets([LESION_C, LESION_A, LESION_B], volume, merged=[1, 3, 2])
+    out = write_volume_outputs("scan", volume, lesions, tmp_path, overlays=False)
+    doc = json.loads(out["json"].read_text())
+    with out["csv"].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["tracklets"] for r in rows] == [str(x["tracklets"]) for x in doc["lesions"]] == ["2", "3", "1"]
+    summary = write_summary_csv({"scan": lesions}, tmp_path / "all.csv")
+    with summary.open(newline="") as f:
+        assert [r["tracklets"] for r in csv.DictReader(f)] == ["2", "3", "1"]
+
+
+def test_the_csv_columns_before_tracklets_keep_their_positions():
+    """Readers that take columns by position (written before ``tracklets`` existed) still work."""
+    assert CSV_COLUMNS[:18] == (
+        "id", "score", "first_slice", "last_slice", "peak_slice",
+        "x1", "y1", "z1", "x2", "y2", "z2",
+        "center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm",
+        "size_col_mm", "size_row_mm", "size_slice_mm", "long_axis_mm",
+    )
+    assert CSV_COLUMNS[-1] == "tracklets"
+
+
 @pytest.mark.parametrize("name", ["", "a/b", ".."])
 def test_a_volume_name_that_cannot_name_files_is_refused(tmp_path, name):
     with pytest.raises(ValueError, match="volume name"):

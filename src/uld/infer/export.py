@@ -69,8 +69,11 @@ CSV_COLUMNS = (
     "id", "score", "first_slice", "last_slice", "peak_slice",
     "x1", "y1", "z1", "x2", "y2", "z2",
     "center_lps_x_mm", "center_lps_y_mm", "center_lps_z_mm",
-    "size_col_mm", "size_row_mm", "size_slice_mm", "long_axis_mm",
+    "size_col_mm", "size_row_mm", "size_slice_mm", "long_axis_mm", "tracklets",
 )
+"""Columns of ``<name>.lesions.csv`` (``lesions.csv`` adds ``volume`` in front). New columns go
+at the end, so a reader that takes columns by position keeps working; ``tracklets`` is the
+JSON's ``tracklets`` (linked tracklets merged into the lesion, 1: none besides its own)."""
 _ORTHONORMAL_TOL = 1e-3
 _ROI_RGB = [1.0, 0.816, 0.0]  # the overlays' highlight colour
 
@@ -312,6 +315,7 @@ def _csv_row(lesion: Lesion) -> list[Any]:
         lesion.lesion_id, _r(lesion.score, 6), lesion.slice_range[0], lesion.slice_range[1],
         lesion.peak_slice, _r(x1), _r(y1), int(z1), _r(x2), _r(y2), int(z2),
         *_rs(lesion.box_mm.center), *_rs(lesion.box_mm.size), _r(lesion.long_axis_mm),
+        lesion.tracklets,
     ]
 
 
