@@ -3,8 +3,8 @@ measure the duplicate suppression of issue 16 (:mod:`uld.infer.suppress`) before
 
     python benchmarks/bench_linking.py [--run runs/demo/baseline] [--data runs/demo/data]
         [--split test] [--cache runs/bench_linking] [--tune] [--redetect]
-        [--suppress [--contain T --area-ratio R --merge T --merge-gap G] [--bootstrap N]]
-        [--tune-suppress]
+        [--suppress [--contain T --area-ratio R --merge T --merge-gap G --trim T] [--bootstrap N]]
+        [--tune-suppress] [--tune-trim]
 
 Detects once per volume of the split (model ``--run``: a run folder's ``best.pt``, else its
 ``model.pt``, or a ``.pt`` file and its folder's ``config.yaml``; CPU, one torch thread)
@@ -30,7 +30,11 @@ merge thresholds at 1) and with it ("after": ``--contain``, ``--area-ratio``, ``
 per volume (tracklets scoring >= ``--min-score``, 0.5 as ``uld predict``) and a paired bootstrap
 over volumes (``--bootstrap`` resamples, 1000; the same resampled volumes for both) giving the
 95 % interval of each after - before difference. ``--tune-suppress`` runs the grid of those four
-settings (validation split only).
+settings (validation split only). ``--trim`` adds to "after" the trimming of each lesion's weak
+ends (:func:`uld.infer.suppress.trim_tracklet_ends`, applied to what ``find_lesions`` returns; 0,
+the default, is off), and a second bootstrap gives the trimming's own effect (trimmed -
+untrimmed). ``--tune-trim`` runs a grid of it on top of the run's settings, with ``--bootstrap``
+resamples of each row against the untrimmed lesions (validation split only).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.predict import find_lesions
+from uld.infer.suppress import trim_tracklet_ends
 
 Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]
 VolumeDetections = dict[str, list[SliceDetections]]
@@ -228,8 +233,8 @@ SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_
 _OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0}
 
 
-def _suppressed(dets: VolumeDetections, infer: InferConfig) -> dict[str, list[Tracklet]]:
-    return {name: find_lesions(slices, infer)[0] for name, slices in dets.items()}
+def _suppressed(dets: VolumeDetections, infer: InferConfig, trim: float = 0.0) -> dict[str, list[Tracklet]]:
+    return {name: trim_tracklet_ends(find_lesions(slices, infer)[0], trim) for name, slices in dets.items()}
 
 
 def evaluate_linked(
@@ -284,19 +289,26 @@ def suppress_grid() -> list[dict[str, float]]:
     return grid
 
 
-def _label(infer: InferConfig) -> str:
-    return ", ".join(f"{k}={getattr(infer, k)}" for k in SUPPRESS_KEYS)
+TRIM_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+"""The ``trim`` values ``--tune-trim`` tries."""
+
+
+def _label(infer: InferConfig, trim: float = 0.0) -> str:
+    return ", ".join(f"{k}={getattr(infer, k)}" for k in SUPPRESS_KEYS) + (f", trim={trim}" if trim else "")
 
 
 def compare_suppression(
     dets: VolumeDetections, truth: Mapping[str, LesionTruth], gt_key: GroundTruth, gt_full: GroundTruth,
     infer: InferConfig, after: InferConfig, tune: bool, n_bootstrap: int, min_score: float,
+    trim: float = 0.0, tune_trim: bool = False,
 ) -> None:
-    """Print the before/after table and the paired bootstrap (or, with ``tune``, the grid)."""
+    """Print the before/after table and the paired bootstrap (or, with ``tune``, the grid; with
+    ``tune_trim``, the trimming grid on top of ``after``, each row's bootstrap against ``after``
+    untrimmed)."""
 
-    def run(setting: InferConfig) -> tuple[dict[str, list[Tracklet]], dict[str, float]]:
+    def run(setting: InferConfig, cut: float = 0.0) -> tuple[dict[str, list[Tracklet]], dict[str, float]]:
         t0 = time.perf_counter()
-        linked = _suppressed(dets, setting)
+        linked = _suppressed(dets, setting, cut)
         ms = 1000 * (time.perf_counter() - t0) / max(len(dets), 1)
         return linked, {**evaluate_linked(linked, truth, gt_key, gt_full, min_score), "ms_per_volume": ms}
 
@@ -309,8 +321,24 @@ def compare_suppression(
             setting = replace(infer, **change)
             print(_row_s(_label(setting), run(setting)[1]), flush=True)
         return
-    linked, res = run(after)
-    print(_row_s(f"after: {_label(after)}", res))
+    if tune_trim:
+        untrimmed, res = run(after)
+        print(_row_s(f"untrimmed: {_label(after)}", res))
+        intervals = []
+        for cut in TRIM_GRID:
+            trimmed, res_cut = run(after, cut)
+            print(_row_s(f"trim={cut}", res_cut), flush=True)
+            ci = paired_bootstrap(untrimmed, trimmed, truth, gt_key, gt_full, n_bootstrap,
+                                  min_score=min_score)
+            intervals.append((cut, ci))
+        print(f"\npaired bootstrap ({n_bootstrap} resamples), trimmed - untrimmed, 95 % interval")
+        print("| trim | " + " | ".join(BOOTSTRAP_KEYS) + " |\n|" + "---|" * (len(BOOTSTRAP_KEYS) + 1))
+        for cut, ci in intervals:
+            cells = [f"{ci[k][0]:+{_FORMATS[k]}} .. {ci[k][1]:+{_FORMATS[k]}}" for k in BOOTSTRAP_KEYS]
+            print(f"| {cut} | " + " | ".join(cells) + " |")
+        return
+    linked, res = run(after, trim)
+    print(_row_s(f"after: {_label(after, trim)}", res))
     ci = paired_bootstrap(before, linked, truth, gt_key, gt_full, n_bootstrap, min_score=min_score)
     print(f"\npaired bootstrap over {len(truth)} volumes ({n_bootstrap} resamples): after - before, "
           "95 % interval")
@@ -318,6 +346,15 @@ def compare_suppression(
     for k in BOOTSTRAP_KEYS:
         f, (lo, hi) = _FORMATS[k], ci[k]
         print(f"| {k} | {base[k]:{f}} | {res[k]:{f}} | {res[k] - base[k]:+{f}} | {lo:+{f}} .. {hi:+{f}} |")
+    if trim > 0:
+        untrimmed, res0 = run(after)
+        ci = paired_bootstrap(untrimmed, linked, truth, gt_key, gt_full, n_bootstrap, min_score=min_score)
+        print(f"\nthe trimming alone: after - after without trim ({_label(after)}), 95 % interval")
+        print("| measure | untrimmed | trimmed | difference | 95 % CI |\n|---|---|---|---|---|")
+        for k in BOOTSTRAP_KEYS:
+            f, (lo, hi) = _FORMATS[k], ci[k]
+            diff = res[k] - res0[k]
+            print(f"| {k} | {res0[k]:{f}} | {res[k]:{f}} | {diff:+{f}} | {lo:+{f}} .. {hi:+{f}} |")
 
 
 def main() -> None:
@@ -336,10 +373,15 @@ def main() -> None:
     parser.add_argument("--area-ratio", type=float, help="infer.contain_area_ratio of 'after'")
     parser.add_argument("--merge", type=float, help="infer.merge_thresh of 'after'")
     parser.add_argument("--merge-gap", type=int, help="infer.merge_gap of 'after'")
+    parser.add_argument("--trim", type=float, default=0.0,
+                        help="'after' also trims lesions' ends below this share of their best score (0: off)")
+    parser.add_argument("--tune-trim", action="store_true", help="grid of --trim on the run's settings (val)")
     parser.add_argument("--min-score", type=float, default=0.5, help="lesions written: score >= this")
     parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     args = parser.parse_args()
-    if (args.tune or args.tune_suppress) and args.split == "test":
+    if not 0.0 <= args.trim <= 1.0:
+        parser.error(f"--trim = {args.trim}: must lie in [0, 1]")
+    if (args.tune or args.tune_suppress or args.tune_trim) and args.split == "test":
         parser.error("--tune selects parameters: run it on --split val, not on the test split")
 
     dets = detections_for(args.run, args.data, args.split, args.cache, args.redetect)
@@ -364,12 +406,12 @@ def main() -> None:
 
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         infer = config_from_dict(upgrade_saved_config(saved)).infer
-    if args.tune_suppress or args.suppress:
+    if args.tune_suppress or args.suppress or args.tune_trim:
         given = (("contain_thresh", args.contain), ("contain_area_ratio", args.area_ratio),
                  ("merge_thresh", args.merge), ("merge_gap", args.merge_gap))
         after = replace(infer, **{k: v for k, v in given if v is not None})
         compare_suppression(dets, truth, gt_key, gt_full, infer, after, args.tune_suppress,
-                            args.bootstrap, args.min_score)
+                            args.bootstrap, args.min_score, args.trim, args.tune_trim)
         return
     default = infer.kalman  # as uld.infer.predict links
     overlap = infer.overlap

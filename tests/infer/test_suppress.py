@@ -22,6 +22,8 @@ from uld.infer.suppress import (
     intersection_over_smaller,
     merge_tracklets,
     suppress_slices,
+    trim_tracklet_ends,
+    trimmed_span,
 )
 
 
@@ -184,6 +186,60 @@ def test_find_lesions_off_equals_the_linker_alone():
     assert counts == [1] * len(expected)
     assert [[(z, b.tolist()) for z, b in t] for t in tracklets] == \
         [[(z, b.tolist()) for z, b in t] for t in expected]
+
+
+# --------------------------------------------------------------------------- ends
+
+
+def _scored(zs, scores, box=(10, 10, 20, 20)):
+    return [(z, np.array([*box, s], dtype=np.float64)) for z, s in zip(zs, scores)]
+
+
+def test_weak_ends_are_trimmed_and_a_weak_slice_inside_stays():
+    # the detector fires early and late with a falling score; slice 14 is weak but inside
+    trk = _scored(range(10, 19), [0.05, 0.12, 0.9, 0.95, 0.1, 0.85, 0.6, 0.14, 0.03])
+    (kept,) = trim_tracklet_ends([trk], 0.15)
+    assert [z for z, _ in kept] == [12, 13, 14, 15, 16]
+    assert max(b[4] for _, b in kept) == 0.95  # the lesion's score stays
+    assert all(a is b for (_, a), (_, b) in zip(kept, trk[2:7]))  # boxes are not altered
+
+
+def test_trimmed_span_by_hand():
+    assert trimmed_span(np.array([0.1, 1.0, 0.1]), 0.15) == (1, 1)
+    assert trimmed_span(np.array([0.1, 1.0, 0.1]), 0.1) == (0, 2)  # not below: kept
+    assert trimmed_span(np.array([0.2, 0.2]), 1.0) == (0, 1)  # ties: nothing is below the best
+    assert trimmed_span(np.array([0.3]), 1.0) == (0, 0)
+
+
+def test_trimming_off_returns_the_input_and_the_best_box_always_stays():
+    trk = _scored(range(3), [0.1, 0.5, 0.2])
+    assert trim_tracklet_ends([trk], 0.0) == [trk]
+    assert [z for z, _ in trim_tracklet_ends([trk], 1.0)[0]] == [1]
+    assert trim_tracklet_ends([], 0.5) == []
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12), st.floats(0.0, 1.0))
+@settings(max_examples=200, deadline=None)
+def test_trimming_keeps_a_contiguous_run_around_the_best_box(scores, thresh):
+    trk = _scored(range(len(scores)), scores)
+    (kept,) = trim_tracklet_ends([trk], thresh)
+    zs = [z for z, _ in kept]
+    assert zs == list(range(zs[0], zs[-1] + 1))
+    assert int(np.argmax(scores)) in zs
+    best = max(scores)
+    assert all(s >= thresh * best for s in (scores[zs[0]], scores[zs[-1]]))
+    assert all(s < thresh * best for z, s in enumerate(scores) if z < zs[0] or z > zs[-1])
+
+
+@pytest.mark.parametrize("thresh", [-0.1, 1.5])
+def test_a_trim_threshold_outside_0_1_is_a_one_line_error(thresh):
+    with pytest.raises(ValueError, match=rf"^trim_thresh = {thresh}: must lie in \[0, 1\]$"):
+        trim_tracklet_ends([_scored([0], [0.5])], thresh)
+
+
+def test_an_empty_tracklet_is_refused_naming_it():
+    with pytest.raises(ValueError, match="^tracklet 1 has no boxes$"):
+        trim_tracklet_ends([_scored([0], [0.5]), []], 0.5)
 
 
 # --------------------------------------------------------------------------- config

@@ -17,7 +17,14 @@ builds one tracklet from each. Two pure steps remove those duplicates (``docs/li
    IoS > ``merge_thresh``. The kept lesion takes the union of the slices (where both have a box,
    the higher-scoring box), and its score stays the best box score.
 
-Both steps share a size guard, ``area_ratio``: a pair counts as duplicates only when the smaller
+A third, optional step trims a lesion's ends (:func:`trim_tracklet_ends`): the 2.5D detector sees a
+lesion in its neighbouring slices and still fires, with a falling score, a slice or two before and
+after it. Boxes are removed from each end of a tracklet while their score is below ``trim_thresh``
+times the tracklet's best score; the best box and everything between stays (a lesion's own weak
+slices inside it are not touched). It raises tracklet purity (``uld.eval.linking_quality``); a
+lesion's key slice that the detector scored that low is lost with it (``docs/linking.md``).
+
+Both suppression steps share a size guard, ``area_ratio``: a pair counts as duplicates only when the smaller
 box (tracklet: summed area over the common slices) covers at least ``area_ratio`` of the larger
 one, so a lesion inside an organ-sized false box (or a false box inside a large lesion) is not
 taken for its duplicate, whichever of the two scores higher.
@@ -42,6 +49,8 @@ __all__ = [
     "intersection_over_smaller",
     "merge_tracklets",
     "suppress_slices",
+    "trim_tracklet_ends",
+    "trimmed_span",
 ]
 
 
@@ -209,3 +218,42 @@ def merge_tracklets(
     kept.sort()
     return ([[(z, items[k].boxes[z]) for z in sorted(items[k].boxes)] for k in kept],
             [items[k].count for k in kept])
+
+
+# --------------------------------------------------------------------------- ends
+
+
+def trimmed_span(scores: np.ndarray, trim_thresh: float) -> tuple[int, int]:
+    """``(first, last)`` indices (inclusive) kept of a tracklet's ``scores (ndarray[L], L >= 1)``,
+    in slice order: from each end, entries below ``trim_thresh * max(scores)`` are dropped until
+    one is not; the first highest-scoring entry always stays."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    peak = int(np.argmax(scores))
+    weak = scores < trim_thresh * scores[peak]
+    first, last = 0, len(scores) - 1
+    while first < peak and weak[first]:
+        first += 1
+    while last > peak and weak[last]:
+        last -= 1
+    return first, last
+
+
+def trim_tracklet_ends(tracklets: Sequence[Tracklet], trim_thresh: float) -> list[Tracklet]:
+    """Each tracklet without its weak ends (:func:`trimmed_span`), in the input's order.
+
+    tracklets: ``[(z, ndarray([x1, y1, x2, y2, score])), ...]``, increasing z, not empty.
+    trim_thresh: in [0, 1]; 0 returns the input unchanged (copied lists). A tracklet keeps its
+    score (its best box) and at least that box; boxes are not altered.
+    """
+    if not 0.0 <= trim_thresh <= 1.0:
+        raise ValueError(f"trim_thresh = {trim_thresh}: must lie in [0, 1]")
+    out = []
+    for index, trk in enumerate(tracklets):
+        if len(trk) == 0:
+            raise ValueError(f"tracklet {index} has no boxes")
+        if trim_thresh <= 0.0:
+            out.append(list(trk))
+            continue
+        first, last = trimmed_span(np.array([float(box[4]) for _, box in trk]), trim_thresh)
+        out.append(list(trk[first:last + 1]))
+    return out
