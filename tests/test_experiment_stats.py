@@ -52,3 +52,25 @@ def test_closed_share():
     gap = paired_difference([10.0, 12.0], [4.0, 4.0])
     assert closed_share(gap, paired_difference([7.0, 8.0], [4.0, 4.0])) == pytest.approx(3.5 / 7)
     assert closed_share(paired_difference([1.0], [2.0]), gap) is None
+
+
+def test_gap_lines_measure_mining_against_both_gaps():
+    from uld.experiment.plan import RunSpec
+    from uld.experiment.report import RunResult, gap_lines
+
+    def runs(kind: str, aps: list[float]) -> list[RunResult]:
+        return [RunResult(RunSpec(f"{kind}_s{seed}", kind.title(), kind, seed, ()),
+                          {"ap": ap / 100, "avg": ap / 100}, {}, 0.9, 1.0)
+                for seed, ap in enumerate(aps)]
+
+    groups = {"oracle": runs("oracle", [80.0, 82.0, 84.0]), "none": runs("none", [70.0, 71.0, 72.0]),
+              "upper_add": runs("upper_add", [74.0, 75.0, 76.0]), "add": runs("add", [72.0, 73.0, 74.0])}
+    lines = gap_lines(groups)
+    assert lines[0].startswith("- oracle - baseline: +11.0")
+    assert lines[1].startswith("- perfect mining - baseline") and "+4.0" in lines[1]
+    add = next(line for line in lines if line.startswith("- Add - baseline"))
+    assert add.endswith("closes 18 % of the oracle gap, closes 50 % of the reachable gap")
+    assert not any(line.startswith("- Upper_Add") for line in lines)  # a gap, not a mining row
+    del groups["upper_add"]
+    assert gap_lines(groups)[-1].endswith("closes 18 % of the oracle gap")
+    assert gap_lines({"none": groups["none"], "add": groups["add"]}) == []
