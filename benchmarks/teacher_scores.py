@@ -5,13 +5,15 @@
 For every training key slice of DATA (the slices a run trained on, from ``--annotations``)
 and every true lesion on it (``annotations_full.csv``), the highest score of the run's final
 teacher (``RUN/model.pt``) among its boxes with IoU >= 0.5 (0 when none). Prints, for the
-labeled and the unlabeled lesions, the mean and the share at or above 0.5 ... 0.95: the
-share of unlabeled lesions at or above tau is what mining at tau can find at most.
+labeled and the unlabeled lesions, the mean and the share at or above 0.5 ... 0.95, overall
+and by the lesion's size on the slice: the share of unlabeled lesions at or above tau is what
+mining at tau can find at most.
 """
 
 from __future__ import annotations
 
 import argparse
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -23,10 +25,13 @@ from uld.data.sources import open_training_data
 from uld.infer.predict import load_model
 
 LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)
+SIZE_BANDS = (8, 12, 16, 24)
+"""Bands of a true box's long side in pixels (1.2-1.5 mm pixels on the benchmark)."""
 
 
 def best_scores(run: str, data: str, annotations: str) -> tuple[np.ndarray, np.ndarray]:
-    """Best matching score of each (labeled, unlabeled) true lesion on the training slices."""
+    """Best matching score of each (labeled, unlabeled) true lesion on the training slices:
+    two arrays [N, 2] of (score, long side of the true box in pixels)."""
     model, config = load_model(f"{run}/model.pt")
     model.eval()
     config = override(config, f"data.root={data}", f"data.annotations={annotations}")
@@ -47,14 +52,26 @@ def best_scores(run: str, data: str, annotations: str) -> tuple[np.ndarray, np.n
                 known = torch.zeros(len(sample.truth), dtype=torch.bool)
                 if len(sample.boxes):
                     known = box_iou(sample.truth, sample.boxes).max(dim=1).values >= 0.99
-                labeled += best[known].tolist()
-                unlabeled += best[~known].tolist()
-    return np.asarray(labeled), np.asarray(unlabeled)
+                side = (sample.truth[:, 2:] - sample.truth[:, :2]).max(dim=1).values
+                pairs = torch.stack([best, side], dim=1)
+                labeled += pairs[known].tolist()
+                unlabeled += pairs[~known].tolist()
+    return np.asarray(labeled).reshape(-1, 2), np.asarray(unlabeled).reshape(-1, 2)
 
 
 def describe(scores: np.ndarray) -> str:
     shares = "  ".join(f">={t:.2f}: {np.mean(scores >= t):.2f}" for t in LEVELS)
     return f"n={len(scores):4d}  mean {scores.mean():.2f}  {shares}"
+
+
+def by_size(pairs: np.ndarray, indent: str) -> str:
+    """``describe`` per band of the true box's long side (pixels)."""
+    lines = []
+    for low, high in pairwise((0, *SIZE_BANDS, np.inf)):
+        inside = (pairs[:, 1] >= low) & (pairs[:, 1] < high)
+        if inside.any():
+            lines.append(f"{indent}{low:>3.0f}-{high:<3.0f} px  {describe(pairs[inside, 0])}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -66,8 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     for run in args.runs:
         labeled, unlabeled = best_scores(run, args.data, args.annotations)
-        print(f"{run}\n  labeled    {describe(labeled)}\n  unlabeled  {describe(unlabeled)}",
-              flush=True)
+        print(f"{run}\n  labeled    {describe(labeled[:, 0])}\n{by_size(labeled, '    ')}"
+              f"\n  unlabeled  {describe(unlabeled[:, 0])}\n{by_size(unlabeled, '    ')}", flush=True)
 
 
 if __name__ == "__main__":
