@@ -186,6 +186,9 @@ def test_find_lesions_off_equals_the_linker_alone():
     assert counts == [1] * len(expected)
     assert [[(z, b.tolist()) for z, b in t] for t in tracklets] == \
         [[(z, b.tolist()) for z, b in t] for t in expected]
+    trimmed, _ = find_lesions(slices, replace(off, trim_thresh=0.5))
+    assert [[(z, b.tolist()) for z, b in t] for t in trimmed] == \
+        [[(z, b.tolist()) for z, b in t] for t in trim_tracklet_ends(expected, 0.5)]
 
 
 # --------------------------------------------------------------------------- ends
@@ -247,7 +250,7 @@ def test_an_empty_tracklet_is_refused_naming_it():
 
 @pytest.mark.parametrize("key,value", [
     ("infer.contain_thresh", "1.5"), ("infer.contain_area_ratio", "-0.1"),
-    ("infer.merge_thresh", "2"), ("infer.merge_gap", "-1"),
+    ("infer.merge_thresh", "2"), ("infer.merge_gap", "-1"), ("infer.trim_thresh", "1.2"),
     ("mining.contain_thresh", "-0.5"), ("mining.contain_area_ratio", "1.1"),
 ])
 def test_out_of_range_settings_are_one_line_errors_naming_the_key(key, value):
