@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from uld.config import load_config
 from uld.model.build import build_detector, inflate_stem, load_densenet121_weights, pretrained_file
@@ -94,3 +95,33 @@ def test_imagenet_weights_come_from_the_torch_cache(tmp_path, monkeypatch):
         build_detector(cfg, 9)
     torch.save(densenet121(weights=None).state_dict(), cache)
     assert build_detector(cfg, 9).backbone.out_channels == 32
+
+
+
+class _TorchvisionBatching(GeneralizedRCNNTransform):
+    """torchvision's normalise and batch, without resizing (the transform before issue 12)."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+@pytest.mark.parametrize("shapes", [
+    [(9, 64, 64)] * 3,  # the teacher's pass: one shape, a multiple of 32
+    [(9, 70, 50)] * 2,  # one shape, padded (the student's resized batch)
+    [(9, 64, 64), (9, 70, 50)],  # mixed: torchvision's own path
+])
+def test_batching_is_torchvision_bit_for_bit(shapes):
+    torch.manual_seed(0)
+    transform = build_detector(_tiny(), 9).transform
+    reference = _TorchvisionBatching(1, 1, transform.image_mean, transform.image_std)
+    images = [torch.rand(*shape) for shape in shapes]
+    inputs = [image.clone() for image in images]
+    targets = [_target([[1, 2, 10, 12]]) for _ in images]
+    got, got_targets = transform(images, targets)
+    expected, expected_targets = reference(inputs, targets)
+    assert torch.equal(got.tensors, expected.tensors)
+    assert got.image_sizes == expected.image_sizes
+    assert all(torch.equal(i, r) for i, r in zip(images, inputs))  # inputs left as they were
+    assert all(g is not t and g.keys() == t.keys() for g, t in zip(got_targets, targets))
+    assert all(torch.equal(g["boxes"], e["boxes"]) for g, e in zip(got_targets, expected_targets))
+    assert transform(images)[1] is None

@@ -8,6 +8,7 @@ job: the student's random resize and the teacher's ratio 1.0 must be explicit).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +19,7 @@ from torchvision.models import DenseNet121_Weights, densenet121
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -32,10 +34,59 @@ class NoResizeTransform(GeneralizedRCNNTransform):
 
     Boxes therefore stay in the pixel frame of the images passed in, both for the targets
     and for the detections returned.
+
+    forward(images, targets=None):
+        images (list[FloatTensor[C, H, W]]). Returns an ``ImageList`` whose ``tensors``
+        (FloatTensor[N, C, H', W'], H' and W' rounded up to ``size_divisible``, zero-padded)
+        are bit for bit torchvision's, and the targets as given. Images of one shape (every
+        teacher pass) are batched in one copy and normalised in place
+        (:func:`normalize_batch`); torchvision normalises each image into a new tensor,
+        zero-fills the batch and copies each image in: three passes more over the batch.
     """
 
     def resize(self, image, target=None):
         return image, target
+
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
+    ) -> tuple[ImageList, list[dict[str, torch.Tensor]] | None]:
+        first = images[0] if images else None
+        if first is None or first.dim() != 3 or not first.is_floating_point() \
+                or any(image.shape != first.shape or image.dtype != first.dtype for image in images):
+            return super().forward(images, targets)  # its checks and messages, mixed sizes
+        batch = normalize_batch(images, self.image_mean, self.image_std, self.size_divisible)
+        height, width = first.shape[-2:]
+        targets = None if targets is None else [dict(t) for t in targets]  # as torchvision
+        return ImageList(batch, [(int(height), int(width))] * len(images)), targets
+
+
+def normalize_batch(
+    images: list[torch.Tensor], mean: list[float], std: list[float], size_divisible: int = 32
+) -> torch.Tensor:
+    """Images of one shape, normalised and batched as torchvision's
+    ``GeneralizedRCNNTransform`` does, in one copy.
+
+    images (list[FloatTensor[C, H, W]], one shape); mean, std (C floats). Returns
+    FloatTensor[N, C, H', W'] with H', W' rounded up to ``size_divisible``: ``(image - mean) /
+    std`` in the top-left H x W, zero in the padding. The same two float operations per pixel
+    as torchvision, so the values are identical to its.
+    """
+    first = images[0]
+    channels, height, width = first.shape
+    padded_h = math.ceil(height / size_divisible) * size_divisible
+    padded_w = math.ceil(width / size_divisible) * size_divisible
+    if (padded_h, padded_w) == (height, width):
+        batch = torch.stack(images)
+        region = batch
+    else:
+        batch = first.new_zeros((len(images), channels, padded_h, padded_w))
+        region = batch[..., :height, :width]
+        for i, image in enumerate(images):
+            region[i].copy_(image)
+    m = torch.as_tensor(mean, dtype=first.dtype, device=first.device)[:, None, None]
+    s = torch.as_tensor(std, dtype=first.dtype, device=first.device)[:, None, None]
+    region.sub_(m).div_(s)
+    return batch
 
 
 class LesionDetector(GeneralizedRCNN):
