@@ -21,10 +21,9 @@ from uld.data.samples import KeySliceDataset, Sample
 from uld.data.slice_boxes import SliceBox
 from uld.infer.suppress import contained_keep
 from uld.mining.diagnostics import MiningCounts, ScoreProfile, mining_counts, score_profile
-from uld.mining.filter import gt_nms, mine, supported
+from uld.mining.filter import confident, gt_nms, mine, supported
 
 
-@torch.no_grad()
 def mine_samples(
     teacher: torch.nn.Module, batch: Sequence[Sample], config: MiningConfig,
     device: torch.device | str = "cpu",
@@ -33,14 +32,26 @@ def mine_samples(
 
     With ``config.consistency_neighbours`` the samples need ``context`` stacks; the teacher
     then also runs on the neighbouring stacks of the samples that have candidates.
+
+    The teacher runs under ``torch.inference_mode`` (no autograd bookkeeping at all); the
+    results are returned as ordinary tensors, which the student's targets may use.
     """
+    with torch.inference_mode():
+        mined = _mine_samples(teacher, batch, config, device)
+    return [(boxes.clone(), scores.clone()) for boxes, scores in mined]
+
+
+def _mine_samples(
+    teacher: torch.nn.Module, batch: Sequence[Sample], config: MiningConfig,
+    device: torch.device | str,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     predictions = teacher([s.image.to(device) for s in batch])
     mined = []
     for sample, p in zip(batch, predictions):
         if sample.complete:
             mined.append((p["boxes"][:0], p["scores"][:0]))
             continue
-        boxes, scores = p["boxes"], p["scores"]
+        boxes, scores = confident_only(p["boxes"], p["scores"], config.tau)
         if config.contain_thresh < 1.0:  # nested duplicates out first (uld.infer.suppress)
             keep = contained_keep(boxes, scores, config.contain_thresh, config.contain_area_ratio)
             boxes, scores = boxes[keep], scores[keep]
@@ -63,6 +74,23 @@ def mine_samples(
                          config.consistency_neighbours)
         mined[i] = (boxes[keep], scores[keep])
     return mined
+
+
+def confident_only(
+    boxes: torch.Tensor, scores: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's boxes (Tensor[N, 4]) and scores (Tensor[N]) with score >= ``tau``, in
+    their order.
+
+    Dropping the others before the containment suppression and GT NMS changes nothing that
+    is mined: only boxes >= ``tau`` are mined, and a box below ``tau`` can drop (in
+    :func:`contained_keep`, greedy by score) only boxes scoring lower, below ``tau`` too; GT
+    NMS and the confidence filter judge each box alone. It spares the suppression's loop over
+    the teacher's many weak boxes. (The 3D consistency filter's neighbour boxes, compared at
+    ``consistency_score`` < ``tau``, are the neighbour passes' and are not filtered here.)
+    """
+    keep = confident(scores, tau)
+    return boxes[keep], scores[keep]
 
 
 def mine_truth(batch: Sequence[Sample], config: MiningConfig,
