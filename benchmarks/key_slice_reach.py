@@ -1,0 +1,94 @@
+"""How many unlabeled lesions can mining on the labeled key slices reach at all?
+
+    python benchmarks/key_slice_reach.py [--harvester DIR] [--data BENCHMARK_DATA]
+
+A detector trained on key slices (DeepLesion's, and the partial-label runs of the benchmark)
+sees an unlabeled lesion only where it lies on a labeled lesion's key slice. This prints:
+
+- DeepLesion (``Revised-Test1071.pkl`` against ``RECIST-Box-Test.pkl``): every lesion of the
+  fully annotated sub-volumes is one box on its own slice; a lesion is RECIST when a RECIST box
+  lies on its slice with IoU >= 0.7. For the others, the share whose slice is within 0, 1, 2,
+  3, 5 and 8 slices of a RECIST key slice of the same sub-volume (DeepLesion's sub-volumes mix
+  1, 2.5 and 5 mm slices, so a lesion a few slices away may still cross the key slice).
+- The synthetic benchmark (``--data``, written by ``uld experiment paper``): every lesion has a
+  box on each slice it crosses (``annotations_full.csv``); of the unlabeled training lesions, the
+  share with a box on a labeled key slice (``annotations.csv``), which is what a perfect miner
+  can add, against the oracle's extra key slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from uld.data.annotations import read_gt
+
+SLICE_DISTANCES = (0, 1, 2, 3, 5, 8)
+
+
+def deeplesion_distances(revised: Path, recist: Path) -> tuple[int, np.ndarray]:
+    """(RECIST lesions, |z - nearest RECIST key slice| of every other lesion) over the
+    sub-volumes that have RECIST boxes."""
+    full, official = read_gt(revised), read_gt(recist)
+    recist_by_volume = {name.removesuffix(".annot"): boxes for name, boxes in official.items()}
+    n_recist, distances = 0, []
+    for name, lesions in full.items():
+        keys = recist_by_volume.get(name.removesuffix(".annot"), [])
+        if not keys:
+            continue
+        key_z = np.array([z for z, _ in keys])
+        for z, box in lesions:
+            same = [b for kz, b in keys if kz == z]
+            if same and box_iou(torch.tensor(box[None]), torch.tensor(np.stack(same))).max() >= 0.7:
+                n_recist += 1
+            else:
+                distances.append(int(np.abs(key_z - z).min()))
+    return n_recist, np.asarray(distances)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def benchmark_reach(data: Path) -> tuple[int, int, int]:
+    """(unlabeled training lesions, those on a labeled key slice, labeled lesions)."""
+    splits = {row["volume"]: row["split"] for row in _rows(data / "splits.csv")}
+    labeled = [r for r in _rows(data / "annotations.csv") if splits[r["volume"]] == "train"]
+    key_slices = {(r["volume"], int(r["z"])) for r in labeled}
+    labeled_ids = {(r["volume"], r["lesion"]) for r in labeled}
+    crossings = defaultdict(set)
+    for r in _rows(data / "annotations_full.csv"):
+        if splits[r["volume"]] == "train":
+            crossings[(r["volume"], r["lesion"])].add((r["volume"], int(r["z"])))
+    unlabeled = [lesion for lesion in crossings if lesion not in labeled_ids]
+    reachable = sum(bool(crossings[lesion] & key_slices) for lesion in unlabeled)
+    return len(unlabeled), reachable, len(labeled_ids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--harvester", default="../shared/deeplesion/lesion_harvester")
+    parser.add_argument("--data", help="a benchmark dataset folder (uld experiment paper's OUT/data)")
+    args = parser.parse_args()
+    folder = Path(args.harvester)
+    n_recist, distances = deeplesion_distances(folder / "Revised-Test1071.pkl",
+                                               folder / "RECIST-Box-Test.pkl")
+    print(f"DeepLesion Revised-Test1071: {n_recist} RECIST lesions, {len(distances)} others")
+    for d in SLICE_DISTANCES:
+        print(f"  others within {d} slice(s) of a RECIST key slice: {np.mean(distances <= d):.2f}")
+    if args.data:
+        unlabeled, reachable, labeled = benchmark_reach(Path(args.data))
+        print(f"benchmark {args.data}: {labeled} labeled and {unlabeled} unlabeled training "
+              f"lesions; {reachable} of the unlabeled ({reachable / unlabeled:.2f}) cross a "
+              "labeled key slice")
+
+
+if __name__ == "__main__":
+    main()
