@@ -52,7 +52,7 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
                  "--workers", "2", "--only", "main", "--only", "ablations", "--only", "sweep"]) == 0
     report = (out / "report.md").read_text(encoding="utf-8")
     for heading in ("Table I", "Table II: tau", "Table III", "Table IV", "Every run",
-                    "Which missing labels hurt", "Upper bound: add the true unlabeled lesions",
+                    "Which missing labels hurt", "perfect mining - baseline",
                     "Every comparison, paired over seeds", "Sparsity sweep", "test-split noise"):
         assert heading in report
     for picture in ("froc.png", "training.png", "sweep.png"):
