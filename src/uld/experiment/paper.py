@@ -26,6 +26,7 @@ from uld.experiment.report import (
     compare,
     gap_lines,
     mean_ap,
+    on_seeds,
     ordering,
     paired_table,
     per_seed_table,
@@ -157,8 +158,8 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
               "upper add / upper ignore: the true unlabeled lesions of each training slice "
               "added or ignored, as a perfect teacher would mine them (`mining.source=truth`).",
               "", ablation_table(policy_rows), ""]
-    decay = [r for r in groups.get("decay", []) if r.spec.seed == first]
-    add_first = [r for r in groups.get("add", []) if r.spec.seed == first]
+    decay = on_seeds(groups, "decay", {first})
+    add_first = on_seeds(groups, "add", {first})
     if decay and add_first:
         lines += [f"## Table IV: learning rate (seed {first})", "",
                   ablation_table([("constant", add_first[0]), ("step decay", decay[0])]), ""]
@@ -203,11 +204,6 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
     return path
 
 
-def _on_seeds(groups, kind: str, seeds: set[int]) -> list:
-    """The runs of one row whose seed is in ``seeds``."""
-    return [r for r in groups.get(kind, []) if r.spec.seed in seeds]
-
-
 def _orderings(groups, base_tau: float) -> list[str]:
     lines = []
     if all(groups.get(k) for k in ("add", "ignore", "none")):
@@ -221,8 +217,8 @@ def _orderings(groups, base_tau: float) -> list[str]:
     ablation_seeds = {r.spec.seed for r in groups.get(f"tau{TAUS[0]:.2f}", [])}
     means = []
     for tau in sorted({*TAUS, base_tau}, reverse=True):
-        runs = _on_seeds(groups, "add" if abs(tau - base_tau) < 1e-9 else f"tau{tau:.2f}",
-                         ablation_seeds)
+        runs = on_seeds(groups, "add" if abs(tau - base_tau) < 1e-9 else f"tau{tau:.2f}",
+                        ablation_seeds)
         if runs:
             means.append((f"tau {tau:.2f}", mean_ap(runs)))
     if len(means) > 1:
@@ -234,7 +230,7 @@ def _orderings(groups, base_tau: float) -> list[str]:
                                                                 ("add", "add")])):
         seeds = {r.spec.seed for r in groups.get(kind, [])}
         values = [(label, mean_ap(runs)) for label, k in claim
-                  if (runs := _on_seeds(groups, k, seeds))]
+                  if (runs := on_seeds(groups, k, seeds))]
         if len(values) == 2:
             lines.append(ordering(name, values))
     return lines
@@ -244,7 +240,7 @@ def _noise_lines(out: Path, groups, seed: int) -> list[str]:
     """How much the choice of test volumes alone moves AP (bootstrap over volumes)."""
     lines = []
     for kind in ("oracle", "none", "add"):
-        runs = [r for r in groups.get(kind, []) if r.spec.seed == seed]
+        runs = on_seeds(groups, kind, {seed})
         if not runs:
             continue
         noise = volume_noise(out / "runs" / runs[0].spec.name, out / "data")

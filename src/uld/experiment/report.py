@@ -191,6 +191,7 @@ GAPS = (
      "carry no label)", "the reachable gap"),
 )
 """The gaps a mining row is measured against: (row above the baseline, line label, name)."""
+GAP_TOPS = frozenset(top for top, _, _ in GAPS)
 
 
 def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
@@ -207,7 +208,7 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
     if not found:
         return []
     for kind in groups:
-        if kind in ("oracle", "none", "upper_add") or kind.endswith(("_random", "_largest")) \
+        if kind == "none" or kind in GAP_TOPS or kind.endswith(("_random", "_largest")) \
                 or kind.startswith("sweep"):
             continue
         change = compare(groups, kind, "none")
@@ -220,11 +221,16 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
     return lines
 
 
+def on_seeds(groups: Mapping[str, Sequence[RunResult]], kind: str,
+             seeds: set[int]) -> list[RunResult]:
+    """The runs of one row whose seed is in ``seeds``."""
+    return [r for r in groups.get(kind, []) if r.spec.seed in seeds]
+
+
 def _closes(groups: Mapping[str, Sequence[RunResult]], top: str, seeds: set[int],
             change: Interval, name: str) -> str:
     """'closes N % of NAME', over the seeds the row shares with the baseline and ``top``."""
-    gap = compare({"t": [r for r in groups[top] if r.spec.seed in seeds],
-                   "n": [r for r in groups["none"] if r.spec.seed in seeds]}, "t", "n")
+    gap = compare({kind: on_seeds(groups, kind, seeds) for kind in (top, "none")}, top, "none")
     share = closed_share(gap, change) if gap is not None else None
     return f"no {name} to close" if share is None else f"closes {100 * share:.0f} % of {name}"
 
