@@ -19,7 +19,6 @@ sees an unlabeled lesion only where it lies on a labeled lesion's key slice. Thi
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torchvision.ops import box_iou
 
 from uld.data.annotations import read_gt
+from uld.data.dataset import DatasetFolder
 
 SLICE_DISTANCES = (0, 1, 2, 3, 5, 8)
 
@@ -52,21 +52,17 @@ def deeplesion_distances(revised: Path, recist: Path) -> tuple[int, np.ndarray]:
     return n_recist, np.asarray(distances)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def benchmark_reach(data: Path) -> tuple[int, int, int]:
     """(unlabeled training lesions, those on a labeled key slice, labeled lesions)."""
-    splits = {row["volume"]: row["split"] for row in _rows(data / "splits.csv")}
-    labeled = [r for r in _rows(data / "annotations.csv") if splits[r["volume"]] == "train"]
-    key_slices = {(r["volume"], int(r["z"])) for r in labeled}
-    labeled_ids = {(r["volume"], r["lesion"]) for r in labeled}
+    folder = DatasetFolder(data)
+    train = folder.volumes("train")
+    labeled = folder.annotations("annotations.csv").for_volumes(train)
+    full = folder.annotations("annotations_full.csv").for_volumes(train)
+    key_slices = set(labeled.key_slices())
+    labeled_ids = set(zip(labeled.volume, labeled.extra["lesion"]))
     crossings = defaultdict(set)
-    for r in _rows(data / "annotations_full.csv"):
-        if splits[r["volume"]] == "train":
-            crossings[(r["volume"], r["lesion"])].add((r["volume"], int(r["z"])))
+    for volume, lesion, z in zip(full.volume, full.extra["lesion"], full.z):
+        crossings[(volume, lesion)].add((str(volume), int(z)))
     unlabeled = [lesion for lesion in crossings if lesion not in labeled_ids]
     reachable = sum(bool(crossings[lesion] & key_slices) for lesion in unlabeled)
     return len(unlabeled), reachable, len(labeled_ids)
