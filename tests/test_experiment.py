@@ -19,7 +19,7 @@ def test_plan_has_the_papers_rows_with_one_budget():
     assert sum(r.group == "main" for r in runs) == 4 * 5  # five seeds of the main rows
     for seed in (0, 1):
         assert {f"tau0.95_s{seed}", f"tau0.85_s{seed}", f"tau0.80_s{seed}", f"decay_s{seed}",
-                f"upper_add_s{seed}", f"upper_ignore_s{seed}"} <= set(names)
+                f"upper_add_s{seed}", f"upper_ignore_s{seed}", f"band_s{seed}"} <= set(names)
     assert {"add_pminus_s0", "none_random_s0", "add_random_s0"} <= set(names)
     assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
     sweep = [r for r in runs if r.group == "sweep"]

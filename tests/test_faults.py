@@ -357,9 +357,9 @@ def test_nan_loss_stops_naming_step_and_losses_and_keeps_the_last_finite_checkpo
     real = loop.student_batch
     seen = {"calls": 0, "kept": None}
 
-    def poisoned(batch, mined, ratio, config, device="cpu"):
+    def poisoned(batch, mined, ratio, config, device="cpu", **kwargs):
         seen["calls"] += 1
-        images, targets = real(batch, mined, ratio, config, device)
+        images, targets = real(batch, mined, ratio, config, device, **kwargs)
         if seen["calls"] == 4:  # step 3 (0-based): after the checkpoint of step 2
             seen["kept"] = (out / "last.pt").read_bytes()
             images = [image * float("nan") for image in images]

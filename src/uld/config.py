@@ -143,6 +143,13 @@ class MiningConfig:
     """``teacher``: the method. ``truth``: every unlabeled true lesion of the slice is "mined"
     (after the same GT NMS), as a perfect teacher would mine it: the upper bound of what mining
     can recover, for data whose complete labels are known (the synthetic benchmark)."""
+    ignore_low: float = 1.0
+    """Lower end of the ignore band: teacher boxes scoring in [``ignore_low``, ``tau``) that
+    pass GT NMS leave the background (their anchors and proposals are taken out of the
+    classification loss, as under ``ignore``), whatever the policy does with the boxes >=
+    ``tau``. A hard-threshold form of Soft Teacher's background weighting (Xu et al., ICCV
+    2021): a lesion the teacher is unsure of is not taught as background while its score can
+    still rise to ``tau``. >= ``tau`` = off (the paper)."""
     contain_thresh: float = 1.0
     """Before GT NMS: drop a teacher box whose intersection with a higher-scoring teacher box,
     over the smaller box's area, exceeds this (as ``infer.contain_thresh``); 1 = off."""
@@ -150,7 +157,7 @@ class MiningConfig:
     """Size guard of that suppression (as ``infer.contain_area_ratio``)."""
 
     def __post_init__(self) -> None:
-        for name in ("contain_thresh", "contain_area_ratio"):
+        for name in ("contain_thresh", "contain_area_ratio", "ignore_low"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"mining.{name} = {getattr(self, name)}: must lie in [0, 1]")
         if not 0.0 <= self.tau <= 1.0:

@@ -106,3 +106,26 @@ def test_gt_contain_is_range_checked():
 
     with pytest.raises(ConfigError, match=r"^mining.gt_contain = 1.5: must lie in \[0, 1\]$"):
         override(Config(), "mining.gt_contain=1.5")
+
+
+def test_uncertain_boxes_leave_the_background_under_every_policy():
+    known = torch.tensor([[1.0, 1.0, 5.0, 5.0]])
+    mined = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
+    unsure = torch.tensor([[30.0, 30.0, 40.0, 40.0]])
+    add = targets_for_student(known, mined, "add", uncertain_boxes=unsure)
+    assert add["boxes"].tolist() == [*known.tolist(), *mined.tolist()]
+    assert add["ignore_boxes"].tolist() == unsure.tolist()
+    ignore = targets_for_student(known, mined, "ignore", uncertain_boxes=unsure)
+    assert ignore["boxes"].tolist() == known.tolist()
+    assert ignore["ignore_boxes"].tolist() == [*mined.tolist(), *unsure.tolist()]
+    assert "ignore_boxes" not in targets_for_student(known, mined, "add",
+                                                     uncertain_boxes=torch.zeros((0, 4)))
+
+
+def test_ignore_low_is_range_checked():
+    import pytest
+
+    from uld.config import Config, ConfigError, override
+
+    with pytest.raises(ConfigError, match=r"^mining.ignore_low = -0.1: must lie in \[0, 1\]$"):
+        override(Config(), "mining.ignore_low=-0.1")

@@ -81,3 +81,27 @@ def test_a_non_finite_loss_stops_before_the_weights_change():
     with pytest.raises(NonFiniteError, match=r"^step 7: the loss is not finite .*no checkpoint was written"):
         train_step(7, batch, student, teacher, optimizer, config)
     assert all(torch.equal(v, before[k]) for k, v in student.named_parameters())  # no optimiser step
+
+
+def test_the_ignore_band_takes_unsure_teacher_boxes_out_of_the_background(monkeypatch):
+    import uld.train.loop as loop
+
+    seen = []
+    real = loop.student_batch
+
+    def recording(*args, **kwargs):
+        images, targets = real(*args, **kwargs)
+        seen.append((kwargs.get("uncertain"), targets))
+        return images, targets
+
+    monkeypatch.setattr(loop, "student_batch", recording)
+    # an untrained teacher scores nothing >= 0.9 and plenty in [0.01, 0.9)
+    config, student, teacher, optimizer = _parts("mining.policy=add", "mining.ignore_low=0.01")
+    result = train_step(1, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    uncertain, targets = seen[-1]
+    assert result.mining.mined == 0 and sum(len(b) for b in uncertain) > 0
+    assert all(len(t["boxes"]) == len(s.boxes) for t, s in zip(targets, _batch(config.data.num_slices)))
+    assert sum(len(t.get("ignore_boxes", [])) for t in targets) == sum(len(b) for b in uncertain)
+    config, student, teacher, optimizer = _parts("mining.policy=add")  # off by default
+    train_step(1, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    assert seen[-1][0] is None and not any("ignore_boxes" in t for t in seen[-1][1])

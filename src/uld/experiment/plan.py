@@ -5,8 +5,8 @@ differs from it only by its own overrides, so all runs get the same budget (step
 data). Runs come in three groups:
 
 - ``main``: oracle, baseline (``none``), ``add`` and ``ignore``, once per seed of the budget;
-- ``ablations``: tau 0.95 / 0.85 / 0.80 and step lr decay (their reference is the ``add`` run
-  of the same seed), the upper bounds of mining (``mining.source=truth``), ``add`` + hard
+- ``ablations``: tau 0.95 / 0.85 / 0.80, step lr decay and the ignore band (their reference is
+  the ``add`` run of the same seed), the upper bounds of mining (``mining.source=truth``), ``add`` + hard
   negatives, and the missingness control (as many train labels, dropped at random);
 - ``sweep``: ``none``, ``add`` and perfect mining at each sparsity level of the benchmark
   (the share of train lesions left unlabeled; the 0 % point is the oracle).
@@ -21,6 +21,9 @@ from uld.data.synth import SynthConfig, sparsity_file
 MAIN = ("oracle", "none", "add", "ignore")
 TAUS = (0.95, 0.90, 0.85, 0.80)
 GROUPS = ("main", "ablations", "sweep")
+IGNORE_LOW = 0.5
+"""The ``band`` ablation's ``mining.ignore_low``: teacher boxes in [0.5, tau) are not taught as
+background (above the teacher's typical top background score, about 0.2 in the benchmark)."""
 SWEEP_ROWS = ("none", "add", "upper_add")
 
 
@@ -159,6 +162,9 @@ def _ablation_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
         runs.append(RunSpec(f"decay_s{seed}", "Mining, add, lr step decay", "decay", seed,
                             ("mining.policy=add", "train.lr_schedule=step", *s), mined=True,
                             group="ablations"))
+        runs.append(RunSpec(f"band_s{seed}", f"Mining, add + ignore band [{IGNORE_LOW}, tau)",
+                            "band", seed, ("mining.policy=add", f"mining.ignore_low={IGNORE_LOW}",
+                                           *s), mined=True, group="ablations"))
         for kind, label, policy in (
                 ("upper_add", "Upper bound: add the true unlabeled lesions", "add"),
                 ("upper_ignore", "Upper bound: ignore the true unlabeled lesions", "ignore")):

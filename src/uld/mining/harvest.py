@@ -26,9 +26,13 @@ from uld.mining.filter import confident, gt_nms, mine, supported
 
 def mine_samples(
     teacher: torch.nn.Module, batch: Sequence[Sample], config: MiningConfig,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", floor: float | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Mined (boxes Tensor[K, 4], scores Tensor[K]) of each sample, in its image frame.
+
+    ``floor`` (<= ``config.tau``) lowers the confidence filter, so that the result also holds
+    the boxes scoring in [``floor``, ``tau``) that pass the same filters (the ignore band,
+    ``mining.ignore_low``); the caller tells them apart by score.
 
     With ``config.consistency_neighbours`` the samples need ``context`` stacks; the teacher
     then also runs on the neighbouring stacks of the samples that have candidates.
@@ -37,13 +41,14 @@ def mine_samples(
     results are returned as ordinary tensors, which the student's targets may use.
     """
     with torch.inference_mode():
-        mined = _mine_samples(teacher, batch, config, device)
+        mined = _mine_samples(teacher, batch, config, device,
+                              config.tau if floor is None else min(floor, config.tau))
     return [(boxes.clone(), scores.clone()) for boxes, scores in mined]
 
 
 def _mine_samples(
     teacher: torch.nn.Module, batch: Sequence[Sample], config: MiningConfig,
-    device: torch.device | str,
+    device: torch.device | str, floor: float,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     predictions = teacher([s.image.to(device) for s in batch])
     mined = []
@@ -51,11 +56,11 @@ def _mine_samples(
         if sample.complete:
             mined.append((p["boxes"][:0], p["scores"][:0]))
             continue
-        boxes, scores = confident_only(p["boxes"], p["scores"], config.tau)
+        boxes, scores = confident_only(p["boxes"], p["scores"], floor)
         if config.contain_thresh < 1.0:  # nested duplicates out first (uld.infer.suppress)
             keep = contained_keep(boxes, scores, config.contain_thresh, config.contain_area_ratio)
             boxes, scores = boxes[keep], scores[keep]
-        mined.append(mine(boxes, scores, sample.boxes.to(device), config.tau, config.gt_nms_iou,
+        mined.append(mine(boxes, scores, sample.boxes.to(device), floor, config.gt_nms_iou,
                           config.gt_contain))
     if not config.consistency_neighbours:
         return mined

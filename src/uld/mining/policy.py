@@ -13,6 +13,7 @@ def targets_for_student(
     policy: str,
     regress_mined: bool = True,
     hard_negatives: torch.Tensor | None = None,
+    uncertain_boxes: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The target dict of one image (torchvision's keys plus ``uld.model.sampling``'s).
 
@@ -20,7 +21,9 @@ def targets_for_student(
     in the student's pixel frame. ``none`` trains on the known boxes alone; ``add`` makes mined
     boxes extra foreground (with regression targets unless ``regress_mined`` is false);
     ``ignore`` takes the anchors and proposals on mined boxes out of the classification loss.
-    Hard negatives, when given, are forced into the background samples. Labels are all 1.
+    Uncertain boxes (Tensor[U, 4], the ignore band of ``mining.ignore_low``) leave the
+    classification loss under every policy. Hard negatives, when given, are forced into the
+    background samples. Labels are all 1.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown mining policy {policy!r} (known: {POLICIES})")
@@ -36,8 +39,12 @@ def targets_for_student(
             torch.ones(len(known), dtype=torch.bool, device=boxes.device),
             torch.zeros(len(mined), dtype=torch.bool, device=boxes.device),
         ])
-    if policy == "ignore" and len(mined):
-        target["ignore_boxes"] = mined
+    ignored = [mined] if policy == "ignore" else []
+    if uncertain_boxes is not None:
+        ignored.append(uncertain_boxes.to(known).reshape(-1, 4))
+    ignored = torch.cat(ignored) if ignored else known[:0]
+    if len(ignored):
+        target["ignore_boxes"] = ignored
     if hard_negatives is not None and hard_negatives.numel():
         target["hard_negatives"] = hard_negatives.to(known).reshape(-1, 4)
     return target

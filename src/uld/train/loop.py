@@ -109,15 +109,21 @@ def train_step(
     t0 = time.perf_counter()
     mining_now = config.mining.policy != "none" and step >= config.mining.start_iteration
     mined = [torch.zeros((0, 4), device=device) for _ in batch]
-    if mining_now:
-        found = mine_truth(batch, config.mining, device) if config.mining.source == "truth" \
-            else mine_samples(Autocast(teacher.module, tc.amp, device), batch, config.mining, device)
-        mined = [b for b, _ in found]
+    uncertain = None
+    if mining_now and config.mining.source == "truth":
+        mined = [b for b, _ in mine_truth(batch, config.mining, device)]
+    elif mining_now:
+        mc = config.mining
+        found = mine_samples(Autocast(teacher.module, tc.amp, device), batch, mc, device,
+                             floor=mc.ignore_low)
+        mined = [b[s >= mc.tau] for b, s in found]
+        if mc.ignore_low < mc.tau:
+            uncertain = [b[s < mc.tau] for b, s in found]
     t1 = time.perf_counter()
 
     ratio = resize_ratio(step, tc.seed, *tc.resize_range)
     with autocast(tc.amp, device):
-        losses = model(*student_batch(batch, mined, ratio, config, device))
+        losses = model(*student_batch(batch, mined, ratio, config, device, uncertain=uncertain))
     loss = sum(losses.values())
     # the one host sync of the step's losses: the guard and the records read the same floats
     values = dict(zip([*losses, "total"],
@@ -360,19 +366,20 @@ class StepBatches(torch.utils.data.Sampler):
 
 def student_batch(
     batch: list[Sample], mined: list[torch.Tensor], ratio: float, config: Config,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", uncertain: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """The student's view of a batch: every image resized by ``ratio``, and its known boxes,
-    mined boxes and hard negatives (image frame) scaled alike and combined as the mining
-    policy says."""
+    mined boxes, uncertain boxes (the ignore band) and hard negatives (image frame) scaled
+    alike and combined as the mining policy says."""
     resized, targets = [], []
-    for sample, m in zip(batch, mined):
+    for i, (sample, m) in enumerate(zip(batch, mined)):
         out, sx, sy = resize_image(sample.image.to(device), ratio)
         resized.append(out)
         targets.append(targets_for_student(
             scale_boxes(sample.boxes.to(device), sx, sy), scale_boxes(m, sx, sy),
             config.mining.policy, config.mining.regress_mined,
             scale_boxes(sample.hard_negatives.to(device), sx, sy),
+            None if uncertain is None else scale_boxes(uncertain[i], sx, sy),
         ))
     return resized, targets
 
