@@ -74,3 +74,19 @@ def test_gap_lines_measure_mining_against_both_gaps():
     del groups["upper_add"]
     assert gap_lines(groups)[-1].endswith("closes 18 % of the oracle gap")
     assert gap_lines({"none": groups["none"], "add": groups["add"]}) == []
+
+
+def test_paired_table_shows_the_validation_difference_settings_are_chosen_on():
+    from uld.experiment.plan import RunSpec
+    from uld.experiment.report import RunResult, paired_table
+
+    def runs(kind: str, test: list[float], val: list[float]) -> list[RunResult]:
+        return [RunResult(RunSpec(f"{kind}_s{seed}", kind, kind, seed, ()),
+                          {"ap": t / 100, "avg": t / 100}, {"best_val_ap": v / 100}, 0.9, 1.0)
+                for seed, (t, v) in enumerate(zip(test, val))]
+
+    groups = {"add": runs("add", [70.0, 72.0], [60.0, 62.0]),
+              "band": runs("band", [71.0, 74.0], [63.0, 64.0])}
+    row = next(line for line in paired_table(groups).splitlines() if "band - add" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:4] == ["2", "+1.5 [-4.9, +7.9]"] and cells[6] == "+2.5 [-3.9, +8.9]"

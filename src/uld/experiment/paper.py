@@ -152,7 +152,7 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
     tau_rows = _tau_rows(groups, base_tau, first)
     lines += ["", f"## Table II: tau (seed {first})", "", ablation_table(tau_rows), ""]
     policy_rows = [(k.replace("_", " "), r)
-                   for k in ("none", "add", "ignore", "upper_add", "upper_ignore")
+                   for k in ("none", "add", "band", "ignore", "upper_add", "upper_ignore")
                    for r in groups.get(k, []) if r.spec.seed == first]
     lines += [f"## Table III: mined boxes added or ignored (seed {first})", "",
               "upper add / upper ignore: the true unlabeled lesions of each training slice "
