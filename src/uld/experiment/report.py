@@ -68,8 +68,9 @@ def by_kind(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     return out
 
 
-def mean_ap(runs: Sequence[RunResult]) -> float:
-    return statistics.mean(_metric(r, "ap") for r in runs)
+def mean_ap(runs: Sequence[RunResult], key: str = "ap") -> float:
+    """Mean test AP of ``runs`` (``key="val_ap"``: mean best validation AP), in %."""
+    return statistics.mean(_metric(r, key) for r in runs)
 
 
 def table_one(groups: Mapping[str, Sequence[RunResult]], kinds: Sequence[str]) -> str:
