@@ -13,7 +13,8 @@ sees an unlabeled lesion only where it lies on a labeled lesion's key slice. Thi
 - The synthetic benchmark (``--data``, written by ``uld experiment paper``): every lesion has a
   box on each slice it crosses (``annotations_full.csv``); of the unlabeled training lesions, the
   share with a box on a labeled key slice (``annotations.csv``), which is what a perfect miner
-  can add, against the oracle's extra key slices.
+  can add, against the oracle's extra key slices; then the same at each sparsity level of the
+  sweep (``annotations_unlabeledNN.csv``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def deeplesion_distances(revised: Path, recist: Path) -> tuple[int, np.ndarray]:
     return n_recist, np.asarray(distances)
 
 
-def benchmark_reach(data: Path) -> tuple[int, int, int]:
-    """(unlabeled training lesions, those on a labeled key slice, labeled lesions)."""
+def benchmark_reach(data: Path, labels: str = "annotations.csv") -> tuple[int, int, int]:
+    """(unlabeled training lesions, those on a labeled key slice, labeled lesions) under the
+    train labels of ``labels`` (the benchmark's, or a sweep level's)."""
     folder = DatasetFolder(data)
     train = folder.volumes("train")
-    labeled = folder.annotations("annotations.csv").for_volumes(train)
+    labeled = folder.annotations(labels).for_volumes(train)
     full = folder.annotations("annotations_full.csv").for_volumes(train)
     key_slices = set(labeled.key_slices())
     labeled_ids = set(zip(labeled.volume, labeled.extra["lesion"]))
@@ -80,10 +82,12 @@ def main() -> None:
     for d in SLICE_DISTANCES:
         print(f"  others within {d} slice(s) of a RECIST key slice: {np.mean(distances <= d):.2f}")
     if args.data:
-        unlabeled, reachable, labeled = benchmark_reach(Path(args.data))
-        print(f"benchmark {args.data}: {labeled} labeled and {unlabeled} unlabeled training "
-              f"lesions; {reachable} of the unlabeled ({reachable / unlabeled:.2f}) cross a "
-              "labeled key slice")
+        data = Path(args.data)
+        for labels in ["annotations.csv", *sorted(p.name for p in data.glob("annotations_unlabeled*.csv"))]:
+            unlabeled, reachable, labeled = benchmark_reach(data, labels)
+            print(f"benchmark {args.data}, {labels}: {labeled} labeled and {unlabeled} unlabeled "
+                  f"training lesions; {reachable} of the unlabeled ({reachable / unlabeled:.2f}) "
+                  "cross a labeled key slice")
 
 
 if __name__ == "__main__":
