@@ -206,10 +206,12 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
 
 def _orderings(groups, base_tau: float) -> list[str]:
     lines = []
-    if all(groups.get(k) for k in ("add", "ignore", "none")):
-        lines.append(ordering("policy", [("add", mean_ap(groups["add"])),
-                                         ("ignore", mean_ap(groups["ignore"])),
-                                         ("none", mean_ap(groups["none"]))]))
+    shared = set.intersection(*({r.spec.seed for r in groups.get(k, [])}
+                                for k in ("add", "ignore", "none")))
+    if shared:  # means over the seeds all three rows have, as the paired differences below
+        lines.append(ordering("policy", [(k, mean_ap(on_seeds(groups, k, shared)))
+                                         for k in ("add", "ignore", "none")])
+                     + f" (means over seeds {sorted(shared)})")
         for a, b in (("add", "none"), ("ignore", "none"), ("add", "ignore")):
             d = compare(groups, a, b)
             if d is not None:
