@@ -36,12 +36,16 @@ KINDS = ("true: a lesion labeled on another slice", "true: a lesion with no labe
 NEARBY = 3
 
 
-def _overlaps(box: torch.Tensor, others: np.ndarray) -> tuple[float, float]:
-    """(max IoU, max intersection over the smaller box) of ``box`` (Tensor[1, 4]) with ``others``."""
-    if len(others) == 0:
-        return 0.0, 0.0
-    others_t = torch.as_tensor(others, dtype=torch.float64)
-    return (float(box_iou(box, others_t).max()), float(intersection_over_smaller(box, others_t).max()))
+def _overlaps(box: torch.Tensor, others: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(IoU Tensor[N], intersection over the smaller box Tensor[N]) of ``box`` (Tensor[1, 4])
+    with each of ``others`` (ndarray[N, 4])."""
+    others_t = torch.as_tensor(others, dtype=torch.float64).reshape(-1, 4)
+    return box_iou(box, others_t)[0], intersection_over_smaller(box, others_t)[0]
+
+
+def _hits(iou: torch.Tensor, ios: torch.Tensor) -> bool:
+    """Overlap enough to be on that lesion, if not a good box of it."""
+    return bool(((iou >= 0.2) | (ios >= 0.5)).any())
 
 
 def kind_of(box: np.ndarray, unlabeled: np.ndarray, labeled_elsewhere: np.ndarray,
@@ -51,15 +55,13 @@ def kind_of(box: np.ndarray, unlabeled: np.ndarray, labeled_elsewhere: np.ndarra
     slice, the boxes of the lesions labeled on its slice, and every lesion's on nearby slices."""
     b = torch.as_tensor(box, dtype=torch.float64).reshape(1, 4)
     iou, ios = _overlaps(b, unlabeled)
-    if iou >= 0.5:
-        best = int(box_iou(b, torch.as_tensor(unlabeled, dtype=torch.float64)).argmax())
-        return KINDS[0] if labeled_elsewhere[best] else KINDS[1]
-    if iou >= 0.2 or ios >= 0.5:
+    if len(iou) and iou.max() >= 0.5:
+        return KINDS[0] if labeled_elsewhere[int(iou.argmax())] else KINDS[1]
+    if _hits(iou, ios):
         return KINDS[2]
-    iou, ios = _overlaps(b, labeled)
-    if iou >= 0.2 or ios >= 0.5:
+    if _hits(*_overlaps(b, labeled)):
         return KINDS[3]
-    if _overlaps(b, nearby)[0] >= 0.3:
+    if bool((_overlaps(b, nearby)[0] >= 0.3).any()):
         return KINDS[4]
     return KINDS[5]
 
@@ -88,11 +90,10 @@ def mined_box_kinds(data: Path, run: Path) -> Counter:
 
     counts: Counter = Counter()
     for (volume, z), mined in read_slice_boxes(run / "mined_lesions.json").items():
-        near = [boxes((volume, z + dz), None) for dz in range(-NEARBY, NEARBY + 1) if dz]
-        nearby = np.concatenate(near)
-        for box in mined:
-            key = (volume, z)
-            counts[kind_of(box, boxes(key, False), elsewhere(key), boxes(key, True), nearby)] += 1
+        key = (volume, z)
+        around = (boxes(key, False), elsewhere(key), boxes(key, True), np.concatenate(
+            [boxes((volume, z + dz), None) for dz in range(-NEARBY, NEARBY + 1) if dz]))
+        counts.update(kind_of(box, *around) for box in mined)
     return counts
 
 
