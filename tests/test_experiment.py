@@ -19,7 +19,10 @@ def test_plan_has_the_papers_rows_with_one_budget():
     assert sum(r.group == "main" for r in runs) == 4 * 5  # five seeds of the main rows
     for seed in (0, 1):
         assert {f"tau0.95_s{seed}", f"tau0.85_s{seed}", f"tau0.80_s{seed}", f"decay_s{seed}",
-                f"upper_add_s{seed}", f"upper_ignore_s{seed}", f"band_s{seed}"} <= set(names)
+                f"upper_add_s{seed}", f"upper_ignore_s{seed}", f"band_s{seed}", f"nb2_s{seed}",
+                f"upper_nb2_s{seed}"} <= set(names)
+        nb = next(r for r in runs if r.name == f"nb2_s{seed}")
+        assert "data.unlabeled_neighbours=2" in nb.overrides and "mining.policy=add" in nb.overrides
     assert {"add_pminus_s0", "none_random_s0", "add_random_s0"} <= set(names)
     assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
     sweep = [r for r in runs if r.group == "sweep"]
@@ -73,6 +76,9 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
     assert "step" in (out / "runs" / "decay_s0" / "config.yaml").read_text()
     upper = json.loads((out / "runs" / "upper_add_s0" / "summary.json").read_text())
     assert upper["mined"] > 0 and upper["mined_precision"] == upper["mined_recall"] == 1.0
+    assert "unlabeled_neighbours: 2" in (out / "runs" / "nb2_s0" / "config.yaml").read_text()
+    upper_nb = json.loads((out / "runs" / "upper_nb2_s0" / "summary.json").read_text())
+    assert upper_nb["training_samples"] > 2 * upper["training_samples"]  # the neighbours joined
 
     # the CLI mines the same pool with the same rule the experiment used
     assert main(["mine-negatives", "--model", str(out / "runs" / "add_s0"), "--data", str(out / "data"),

@@ -63,6 +63,13 @@ class DataConfig:
     (or absolute): the fully annotated validation, test and hard-negative sub-volumes."""
     drop_noisy: bool = True
     """DeepLesion: leave out lesions marked ``Possibly_noisy`` (as MULAN and Lesion Harvester)."""
+    unlabeled_neighbours: int = 0
+    """Also train on the slices up to this many slices from each labeled key slice, which carry
+    no labels of their own (DeepLesion labels only key slices), so that mining can reach the
+    unlabeled lesions that cross no key slice. Each key slice is drawn about as often as all of
+    its neighbours together. On every sample, the boxes labeled on slices within this distance
+    (a labeled lesion most likely crosses this slice too) are kept out of the background and
+    out of mining. 0 = key slices only (the paper)."""
     hard_negatives: str = ""
     """Hard-negative retraining (P-): a ``hard_negatives.json`` written by ``uld mine-negatives``.
     When set, the fully annotated ``negatives`` volumes join the training set with all their

@@ -92,3 +92,34 @@ def test_skip_mode_leaves_bad_csv_rows_out_and_names_them(folder):
     table = folder.annotations(on_error="skip", skipped=skipped)
     assert len(table) == 1 and table.row.tolist() == [2]
     assert [m.split(": ")[0].rsplit(", ", 1)[1] for m in skipped] == ["row 3", "row 4", "row 5"]
+
+
+def test_unlabeled_neighbours_join_the_key_slices_and_carry_the_boxes_labeled_nearby(folder):
+    # key slice 2 (two boxes), a non-key box on slice 4; the volume has slices 0-5
+    config = load_config(None, ["data.num_slices=3", "data.pixel_spacing_mm=0",
+                                "data.unlabeled_neighbours=1"]).data
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), config)
+    # the key slice twice (as often as its two neighbours together), then slices 1 and 3
+    assert dataset.items == [("v", 2), ("v", 2), ("v", 1), ("v", 3)]
+    key, below, above = dataset[0], dataset[2], dataset[3]
+    assert len(key.boxes) == 2 and len(key.nearby) == 0
+    assert (below.z, len(below.boxes), below.nearby.tolist()) == (1, 0, [[1, 1, 5, 5], [8, 8, 12, 12]])
+    # slice 3 is one slice from both the key slice and the non-key box on slice 4
+    assert (above.z, len(above.boxes), len(above.nearby)) == (3, 0, 3)
+    assert len(above.known) == 3
+
+
+def test_a_neighbour_past_the_volume_end_becomes_its_last_slice(folder):
+    write_csv(folder.root / "annotations.csv", ["volume", "z", "x1", "y1", "x2", "y2", "key"],
+              [["v", 5, 1.0, 1.0, 5.0, 5.0, 1]])
+    config = load_config(None, ["data.num_slices=3", "data.pixel_spacing_mm=0",
+                                "data.unlabeled_neighbours=2"]).data
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), config)
+    assert dataset.items[-2:] == [("v", 6), ("v", 7)]
+    clamped = dataset[len(dataset) - 1]
+    assert (clamped.z, len(clamped.boxes)) == (5, 1)  # slice 5 itself, with its label
+
+
+def test_unlabeled_neighbours_must_not_be_negative():
+    with pytest.raises(ValueError, match="data.unlabeled_neighbours = -1: must be >= 0"):
+        load_config(None, ["data.unlabeled_neighbours=-1"])

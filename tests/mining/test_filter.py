@@ -122,6 +122,17 @@ def test_uncertain_boxes_leave_the_background_under_every_policy():
                                                      uncertain_boxes=torch.zeros((0, 4)))
 
 
+def test_boxes_labeled_nearby_leave_the_background_under_every_policy():
+    known = torch.tensor([[1.0, 1.0, 5.0, 5.0]])
+    mined = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
+    nearby = torch.tensor([[30.0, 30.0, 40.0, 40.0]])
+    for policy in ("none", "add"):
+        target = targets_for_student(known, mined, policy, nearby_boxes=nearby)
+        assert target["ignore_boxes"].tolist() == nearby.tolist()
+    ignore = targets_for_student(known, mined, "ignore", nearby_boxes=nearby)
+    assert ignore["ignore_boxes"].tolist() == [*mined.tolist(), *nearby.tolist()]
+
+
 def test_ignore_low_is_range_checked():
     import pytest
 

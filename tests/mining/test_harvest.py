@@ -36,3 +36,17 @@ def test_nothing_on_complete_slices_and_a_clear_error_without_truth():
 def test_source_is_checked_in_the_config():
     with pytest.raises(Exception, match="mining.source"):
         MiningConfig(source="oracle")
+
+
+def test_boxes_labeled_on_a_nearby_slice_are_neither_mined_nor_counted_as_missed():
+    # an unlabeled neighbouring slice (data.unlabeled_neighbours): the lesion labeled two
+    # slices away crosses it, and a second lesion there has no label anywhere
+    nearby, other = [0, 0, 10, 10], [20, 20, 28, 28]
+    sample = Sample(image=torch.zeros(3, 32, 32), boxes=torch.zeros((0, 4)),
+                    truth=torch.tensor([[1, 1, 10, 10], other], dtype=torch.float32),
+                    volume="v", z=5, nearby=torch.tensor([nearby], dtype=torch.float32))
+    assert sample.known.tolist() == [nearby]
+    mined = mine_truth([sample], MiningConfig(gt_nms_iou=0.3))
+    assert mined[0][0].tolist() == [other]
+    counts = count_mining([sample], [mined[0][0]])
+    assert (counts.mined, counts.true, counts.recall) == (1, 1, 1.0)

@@ -105,3 +105,31 @@ def test_the_ignore_band_takes_unsure_teacher_boxes_out_of_the_background(monkey
     config, student, teacher, optimizer = _parts("mining.policy=add")  # off by default
     train_step(1, _batch(config.data.num_slices), student, teacher, optimizer, config)
     assert seen[-1][0] is None and not any("ignore_boxes" in t for t in seen[-1][1])
+
+
+def test_a_lesion_labeled_on_a_nearby_slice_is_neither_mined_nor_background(monkeypatch):
+    from dataclasses import replace
+
+    import uld.train.loop as loop
+
+    seen = []
+    real = loop.student_batch
+
+    def recording(*args, **kwargs):
+        images, targets = real(*args, **kwargs)
+        seen.append(targets)
+        return images, targets
+
+    monkeypatch.setattr(loop, "student_batch", recording)
+    config, student, teacher, optimizer = _parts("mining.policy=add", "mining.source=truth")
+    # the second slice is an unlabeled neighbour: its lesion is labeled on a slice nearby
+    lesion, missing = [10, 10, 30, 30], [40, 40, 56, 56]
+    first, second = _batch(config.data.num_slices)
+    second = replace(second, truth=torch.tensor([lesion, missing], dtype=torch.float32),
+                     nearby=torch.tensor([lesion], dtype=torch.float32))
+    result = train_step(1, [first, second], student, teacher, optimizer, config)
+    assert (result.mining.mined, result.mining.true) == (2, 2)  # not the nearby lesion
+    ratio = seen[-1][1]["boxes"][0, 2] / missing[2]  # the step's resize ratio
+    assert torch.allclose(seen[-1][1]["boxes"], torch.tensor([missing]) * ratio)
+    assert torch.allclose(seen[-1][1]["ignore_boxes"], torch.tensor([lesion]) * ratio)
+    assert "ignore_boxes" not in seen[-1][0]

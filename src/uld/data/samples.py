@@ -1,4 +1,5 @@
-"""Training samples: a windowed 2.5D stack around an annotated key slice, with its boxes."""
+"""Training samples: a windowed 2.5D stack around an annotated key slice (or one of its
+unlabeled neighbours, ``data.unlabeled_neighbours``), with its boxes."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class Sample:
         spacing), when the 3D consistency filter needs the neighbouring stacks:
         ``context[1:-1]`` equals ``image``, ``context[:-2]`` and ``context[2:]`` are the stacks
         centred one stack spacing away.
+    nearby (FloatTensor[G, 4]): boxes labeled on other slices within ``data.unlabeled_neighbours``
+        of ``z``: the lesion probably crosses this slice too, so the regions leave the
+        background and are never mined (empty unless that setting is on).
     """
 
     image: torch.Tensor
@@ -41,6 +45,13 @@ class Sample:
     hard_negatives: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
     complete: bool = False
     context: torch.Tensor | None = None
+    nearby: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
+
+    @property
+    def known(self) -> torch.Tensor:
+        """FloatTensor[N + G, 4]: the labeled boxes and the nearby ones, what mining must not
+        find again."""
+        return torch.cat([self.boxes, self.nearby.to(self.boxes)]) if len(self.nearby) else self.boxes
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Sample:
         """The sample with its tensors on ``device`` (itself when they are there already)."""
@@ -49,7 +60,8 @@ class Sample:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
         return replace(self, image=move(self.image), boxes=move(self.boxes), truth=move(self.truth),
-                       hard_negatives=move(self.hard_negatives), context=move(self.context))
+                       hard_negatives=move(self.hard_negatives), context=move(self.context),
+                       nearby=move(self.nearby))
 
     def pin_memory(self) -> Sample:
         """The sample with its tensors in page-locked memory (the DataLoader calls this with
@@ -57,11 +69,17 @@ class Sample:
         def pin(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.pin_memory()
         return replace(self, image=pin(self.image), boxes=pin(self.boxes), truth=pin(self.truth),
-                       hard_negatives=pin(self.hard_negatives), context=pin(self.context))
+                       hard_negatives=pin(self.hard_negatives), context=pin(self.context),
+                       nearby=pin(self.nearby))
 
 
 class KeySliceDataset(torch.utils.data.Dataset):
     """Samples at the key slices of ``labels``; targets are all boxes of ``labels`` on the slice.
+
+    With ``config.unlabeled_neighbours`` = k > 0 the slices up to k away from each key slice
+    that hold no label join them (the key slices repeated 2k times, so that a key slice is
+    drawn about as often as its neighbours together; a neighbour past the volume's end becomes
+    its last slice), and each sample carries as ``nearby`` the boxes labeled within k slices.
 
     ``truth`` (optional) holds the complete labels used only to measure mining.
     ``hard_negatives`` (``{(volume, z): boxes[N, 4]}``, native pixels) adds their slices as
@@ -91,7 +109,7 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.hard = hard_negatives or {}
         self.complete = set(complete)
         self.context = context
-        self.items = list(dict.fromkeys([*labels.key_slices(), *sorted(self.hard)]))
+        self.items = training_slices(labels, sorted(self.hard), config.unlabeled_neighbours)
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
         self._rows: dict[str, list[int]] = {}
@@ -99,6 +117,7 @@ class KeySliceDataset(torch.utils.data.Dataset):
             self._rows.setdefault(str(name), []).append(i)
         for name, _ in self.hard:
             self._rows.setdefault(name, [])
+        self._nearby = config.unlabeled_neighbours
         self._checked: set[str] = set()
         self._unreadable: set[str] = set()
         self.skipped: list[str] = []
@@ -135,7 +154,7 @@ class KeySliceDataset(torch.utils.data.Dataset):
                 continue
             if name not in self._checked:
                 self._first_use(name, volume.shape)
-            return self._sample(volume, name, z)
+            return self._sample(volume, name, min(max(z, 0), volume.shape[0] - 1))
         raise DataError(f"{self.source}: no readable volume left ({len(self._unreadable)} skipped)")
 
     def _sample(self, volume: Volume, name: str, z: int) -> Sample:
@@ -157,10 +176,36 @@ class KeySliceDataset(torch.utils.data.Dataset):
             hard_negatives=_model_boxes(self.hard.get((name, z), _NO_BOXES), frame),
             complete=name in self.complete,
             context=stack if self.context else None,
+            nearby=_model_boxes(self._nearby_boxes(name, z), frame),
         )
+
+    def _nearby_boxes(self, name: str, z: int) -> np.ndarray:
+        """Native boxes labeled on the other slices within ``unlabeled_neighbours`` of z."""
+        if not self._nearby:
+            return _NO_BOXES
+        rows = [i for i in self._rows[name] if 0 < abs(int(self.labels.z[i]) - z) <= self._nearby]
+        return self.labels.boxes[rows].reshape(-1, 4)
 
 
 _NO_BOXES = np.zeros((0, 4))
+
+
+def training_slices(
+    labels: Annotations, extra: list[tuple[str, int]], unlabeled_neighbours: int = 0,
+) -> list[tuple[str, int]]:
+    """The ``(volume, z)`` items of a training epoch: the key slices of ``labels`` and the
+    ``extra`` slices (hard negatives), each once; with ``unlabeled_neighbours`` = k > 0, those
+    repeated 2k times, then every slice within k of a key slice that holds no label (z may
+    fall outside the volume; the dataset clamps it)."""
+    base = list(dict.fromkeys([*labels.key_slices(), *extra]))
+    if unlabeled_neighbours <= 0:
+        return base
+    labeled = {(str(v), int(z)) for v, z in zip(labels.volume, labels.z)}
+    neighbours = dict.fromkeys(
+        (name, z + d) for name, z in labels.key_slices()
+        for d in range(-unlabeled_neighbours, unlabeled_neighbours + 1)
+        if d and (name, z + d) not in labeled)
+    return base * (2 * unlabeled_neighbours) + list(neighbours)
 
 
 def _model_boxes(native_xyxy: np.ndarray, frame: Frame) -> torch.Tensor:

@@ -60,7 +60,7 @@ def _mine_samples(
         if config.contain_thresh < 1.0:  # nested duplicates out first (uld.infer.suppress)
             keep = contained_keep(boxes, scores, config.contain_thresh, config.contain_area_ratio)
             boxes, scores = boxes[keep], scores[keep]
-        mined.append(mine(boxes, scores, sample.boxes.to(device), floor, config.gt_nms_iou,
+        mined.append(mine(boxes, scores, sample.known.to(device), floor, config.gt_nms_iou,
                           config.gt_contain))
     if not config.consistency_neighbours:
         return mined
@@ -109,7 +109,7 @@ def mine_truth(batch: Sequence[Sample], config: MiningConfig,
             raise ValueError(f"mining.source=truth needs the complete labels, and slice "
                              f"{sample.volume} z={sample.z} has none (synthetic data only)")
         truth = sample.truth[:0] if sample.complete else sample.truth
-        keep = gt_nms(truth, sample.boxes, config.gt_nms_iou, config.gt_contain)
+        keep = gt_nms(truth, sample.known.to(truth), config.gt_nms_iou, config.gt_contain)
         mined.append((truth[keep].to(device), torch.ones(int(keep.sum()), device=device)))
     return mined
 
@@ -123,7 +123,7 @@ def count_mining(batch: Sequence[Sample], mined: Sequence[torch.Tensor]) -> Mini
         if sample.truth is None:
             total = total + MiningCounts(mined=int(boxes.shape[0]))
         else:
-            total = total + mining_counts(boxes.cpu(), sample.boxes, sample.truth)
+            total = total + mining_counts(boxes.cpu(), sample.known, sample.truth)
     return total
 
 
@@ -191,7 +191,7 @@ def profile_teacher(
         for sample, p in zip(batch, teacher([s.image.to(device) for s in batch])):
             boxes.append(p["boxes"].cpu())
             scores.append(p["scores"].cpu())
-            known.append(sample.boxes)
+            known.append(sample.known)
             truth.append(sample.truth)
     teacher.train(was_training)
     return score_profile(boxes, scores, known, truth)

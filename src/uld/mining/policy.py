@@ -14,6 +14,7 @@ def targets_for_student(
     regress_mined: bool = True,
     hard_negatives: torch.Tensor | None = None,
     uncertain_boxes: torch.Tensor | None = None,
+    nearby_boxes: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The target dict of one image (torchvision's keys plus ``uld.model.sampling``'s).
 
@@ -22,7 +23,8 @@ def targets_for_student(
     boxes extra foreground (with regression targets unless ``regress_mined`` is false);
     ``ignore`` takes the anchors and proposals on mined boxes out of the classification loss.
     Uncertain boxes (Tensor[U, 4], the ignore band of ``mining.ignore_low``) leave the
-    classification loss under every policy. Hard negatives, when given, are forced into the
+    classification loss under every policy, as do nearby boxes (Tensor[G, 4], the boxes labeled
+    on neighbouring slices, ``Sample.nearby``). Hard negatives, when given, are forced into the
     background samples. Labels are all 1.
     """
     if policy not in POLICIES:
@@ -40,8 +42,9 @@ def targets_for_student(
             torch.zeros(len(mined), dtype=torch.bool, device=boxes.device),
         ])
     ignored = [mined] if policy == "ignore" else []
-    if uncertain_boxes is not None:
-        ignored.append(uncertain_boxes.to(known).reshape(-1, 4))
+    for extra in (uncertain_boxes, nearby_boxes):
+        if extra is not None:
+            ignored.append(extra.to(known).reshape(-1, 4))
     ignored = torch.cat(ignored) if ignored else known[:0]
     if len(ignored):
         target["ignore_boxes"] = ignored

@@ -369,8 +369,8 @@ def student_batch(
     device: torch.device | str = "cpu", uncertain: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """The student's view of a batch: every image resized by ``ratio``, and its known boxes,
-    mined boxes, uncertain boxes (the ignore band) and hard negatives (image frame) scaled
-    alike and combined as the mining policy says."""
+    mined boxes, uncertain boxes (the ignore band), nearby boxes (``data.unlabeled_neighbours``)
+    and hard negatives (image frame) scaled alike and combined as the mining policy says."""
     resized, targets = [], []
     for i, (sample, m) in enumerate(zip(batch, mined)):
         out, sx, sy = resize_image(sample.image.to(device), ratio)
@@ -380,6 +380,7 @@ def student_batch(
             config.mining.policy, config.mining.regress_mined,
             scale_boxes(sample.hard_negatives.to(device), sx, sy),
             None if uncertain is None else scale_boxes(uncertain[i], sx, sy),
+            scale_boxes(sample.nearby.to(device), sx, sy) if len(sample.nearby) else None,
         ))
     return resized, targets
 
