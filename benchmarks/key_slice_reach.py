@@ -13,8 +13,9 @@ sees an unlabeled lesion only where it lies on a labeled lesion's key slice. Thi
 - The synthetic benchmark (``--data``, written by ``uld experiment paper``): every lesion has a
   box on each slice it crosses (``annotations_full.csv``); of the unlabeled training lesions, the
   share with a box on a labeled key slice (``annotations.csv``), which is what a perfect miner
-  can add, against the oracle's extra key slices; then the same at each sparsity level of the
-  sweep (``annotations_unlabeledNN.csv``).
+  can add, against the oracle's extra key slices, and the share within 1, 2, 3, 5 and 8 slices
+  of one (what a miner that also sees those slices, ``data.unlabeled_neighbours``, could reach);
+  then the same at each sparsity level of the sweep (``annotations_unlabeledNN.csv``).
 """
 
 from __future__ import annotations
@@ -53,14 +54,17 @@ def deeplesion_distances(revised: Path, recist: Path) -> tuple[int, np.ndarray]:
     return n_recist, np.asarray(distances)
 
 
-def benchmark_reach(data: Path, labels: str = "annotations.csv") -> tuple[int, int, int]:
-    """(unlabeled training lesions, those on a labeled key slice, labeled lesions) under the
-    train labels of ``labels`` (the benchmark's, or a sweep level's)."""
+def benchmark_reach(data: Path, labels: str = "annotations.csv",
+                    distance: int = 0) -> tuple[int, int, int]:
+    """(unlabeled training lesions, those crossing a slice within ``distance`` of a labeled key
+    slice, labeled lesions) under the train labels of ``labels`` (the benchmark's, or a sweep
+    level's)."""
     folder = DatasetFolder(data)
     train = folder.volumes("train")
     labeled = folder.annotations(labels).for_volumes(train)
     full = folder.annotations("annotations_full.csv").for_volumes(train)
-    key_slices = set(labeled.key_slices())
+    key_slices = {(name, z + d) for name, z in labeled.key_slices()
+                  for d in range(-distance, distance + 1)}
     labeled_ids = set(zip(labeled.volume, labeled.extra["lesion"]))
     crossings = defaultdict(set)
     for volume, lesion, z in zip(full.volume, full.extra["lesion"], full.z):
@@ -88,6 +92,10 @@ def main() -> None:
             print(f"benchmark {args.data}, {labels}: {labeled} labeled and {unlabeled} unlabeled "
                   f"training lesions; {reachable} of the unlabeled ({reachable / unlabeled:.2f}) "
                   "cross a labeled key slice")
+            if labels == "annotations.csv":
+                for d in SLICE_DISTANCES[1:]:
+                    near = benchmark_reach(data, labels, d)[1]
+                    print(f"  within {d} slice(s) of one: {near} ({near / unlabeled:.2f})")
 
 
 if __name__ == "__main__":
