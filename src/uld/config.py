@@ -157,6 +157,11 @@ class MiningConfig:
     ``tau``. A hard-threshold form of Soft Teacher's background weighting (Xu et al., ICCV
     2021): a lesion the teacher is unsure of is not taught as background while its score can
     still rise to ``tau``. >= ``tau`` = off (the paper)."""
+    teacher_amp: Literal["train", "off", "bf16", "fp16"] = "train"
+    """Mixed precision of the teacher's mining pass alone: ``train`` = as ``train.amp``. The
+    teacher only ranks boxes against ``tau``, so it may run at lower precision than the student
+    trains (bf16 on a CPU: the pass about 0.7x as long, benchmarks/RESULTS.md); its boxes come
+    back fp32."""
     contain_thresh: float = 1.0
     """Before GT NMS: drop a teacher box whose intersection with a higher-scoring teacher box,
     over the smaller box's area, exceeds this (as ``infer.contain_thresh``); 1 = off."""

@@ -95,3 +95,43 @@ def test_fp16_on_cpu_is_one_line_from_the_cli(dataset: Path, tmp_path: Path, cap
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == "uld: error: train.amp = fp16 needs a CUDA GPU; on this cpu use train.amp=bf16 (or off)"
+
+
+def test_the_teacher_alone_can_mine_in_bf16(monkeypatch) -> None:
+    from uld.data.samples import Sample
+    from uld.mining.ema import EMATeacher
+    from uld.model.build import build_detector
+    from uld.train.loop import teacher_amp, train_step
+    from uld.train.schedule import build_optimizer
+
+    config = load_config("demo", [*TINY, "mining.teacher_amp=bf16"])
+    assert teacher_amp(config) == "bf16"
+    assert teacher_amp(load_config("demo", [*TINY, "train.amp=bf16"])) == "bf16"  # "train"
+    assert teacher_amp(load_config("demo", TINY)) == "off"
+    torch.manual_seed(0)
+    student = build_detector(config.model, config.data.num_slices)
+    teacher = EMATeacher(student, config.mining.ema_momentum, config.mining.ema_warmup)
+    seen = {}
+    def hook(name):
+        def record(_module, _args, _out) -> None:
+            seen.setdefault(name, torch.is_autocast_enabled("cpu"))
+        return record
+
+    for name, model in (("teacher", teacher.module), ("student", student)):
+        model.backbone.register_forward_hook(hook(name))
+    optimizer = build_optimizer(student.parameters(), "adamw", 1e-3, 0.9, 0.0)
+    batch = [Sample(image=torch.rand(config.data.num_slices, 48, 48),
+                    boxes=torch.tensor([[10.0, 10.0, 30.0, 30.0]]), truth=None, volume="v", z=3)]
+    result = train_step(1, batch, student, teacher, optimizer, config)
+    assert seen == {"teacher": True, "student": False}
+    assert np.isfinite(result.loss)
+
+
+def test_fp16_teacher_on_cpu_is_one_line_from_the_cli(dataset: Path, tmp_path: Path, capsys) -> None:
+    from uld.cli import main
+
+    args = ["train", "--config", "demo", "--data", str(dataset), "--out", str(tmp_path / "r"),
+            "--quiet", "--set", "mining.teacher_amp=fp16", "--set", "train.device=cpu"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == ("uld: error: mining.teacher_amp = fp16 needs a CUDA "
+                                               "GPU; on this cpu use mining.teacher_amp=bf16 (or off)")

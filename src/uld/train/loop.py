@@ -114,7 +114,7 @@ def train_step(
         mined = [b for b, _ in mine_truth(batch, config.mining, device)]
     elif mining_now:
         mc = config.mining
-        found = mine_samples(Autocast(teacher.module, tc.amp, device), batch, mc, device,
+        found = mine_samples(Autocast(teacher.module, teacher_amp(config), device), batch, mc, device,
                              floor=mc.ignore_low)
         mined = [b[s >= mc.tau] for b, s in found]
         if mc.ignore_low < mc.tau:
@@ -145,6 +145,12 @@ def train_step(
         mining=count_mining(host_batch, mined) if mining_now else MiningCounts(),
         teacher_seconds=t1 - t0, student_seconds=t2 - t1,
     )
+
+
+def teacher_amp(config: Config) -> str:
+    """The mining pass's precision: ``mining.teacher_amp``, or ``train.amp`` for ``train``."""
+    mode = config.mining.teacher_amp
+    return config.train.amp if mode == "train" else mode
 
 
 @dataclass
@@ -179,6 +185,7 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
     ctx = context(config.train.device)
     tc = config.train
     check_amp(tc.amp, ctx.device, "train.amp")
+    check_amp(teacher_amp(config), ctx.device, "mining.teacher_amp")
     check_amp(config.infer.amp, ctx.device, "infer.amp")
     device_habits(ctx.device, tc.cudnn_benchmark)
     torch.manual_seed(tc.seed)
