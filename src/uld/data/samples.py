@@ -139,6 +139,8 @@ class KeySliceDataset(torch.utils.data.Dataset):
         for z in {int(self.labels.z[i]) for i in bad}:
             keep = [i for i in rows if self.labels.z[i] == z and i not in bad]
             self.boxes[(name, z)] = self.labels.boxes[keep].reshape(-1, 4)
+        if bad:  # a skipped box is gone everywhere, the nearby regions of other slices included
+            self._rows[name] = [i for i in rows if i not in bad]
         self._checked.add(name)
 
     def __getitem__(self, index: int) -> Sample:
@@ -183,8 +185,9 @@ class KeySliceDataset(torch.utils.data.Dataset):
         """Native boxes labeled on the other slices within ``unlabeled_neighbours`` of z."""
         if not self._nearby:
             return _NO_BOXES
-        rows = [i for i in self._rows[name] if 0 < abs(int(self.labels.z[i]) - z) <= self._nearby]
-        return self.labels.boxes[rows].reshape(-1, 4)
+        rows = np.asarray(self._rows[name], dtype=int)
+        distance = np.abs(self.labels.z[rows] - z)
+        return self.labels.boxes[rows[(distance > 0) & (distance <= self._nearby)]].reshape(-1, 4)
 
 
 _NO_BOXES = np.zeros((0, 4))
