@@ -70,6 +70,10 @@ class DataConfig:
     its neighbours together. On every sample, the boxes labeled on slices within this distance
     (a labeled lesion most likely crosses this slice too) are kept out of the background and
     out of mining. 0 = key slices only (the paper)."""
+    unlabeled_neighbours_from: int = 0
+    """The step from which the unlabeled neighbours (``unlabeled_neighbours``) join; before it,
+    batches hold key slices only, as without them. A teacher that has not learned the labeled
+    lesions yet mines nothing on those slices, so until then they only teach background."""
     hard_negatives: str = ""
     """Hard-negative retraining (P-): a ``hard_negatives.json`` written by ``uld mine-negatives``.
     When set, the fully annotated ``negatives`` volumes join the training set with all their

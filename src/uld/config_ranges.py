@@ -40,6 +40,7 @@ RULES: dict[str, Rule] = {
     "data.pixel_spacing_mm": _NON_NEGATIVE,
     "data.max_size": _NON_NEGATIVE,
     "data.unlabeled_neighbours": _NON_NEGATIVE,
+    "data.unlabeled_neighbours_from": _NON_NEGATIVE,
     "model.small_channels": _ALL_POSITIVE,
     "model.out_channels": _at_least(1),
     "model.anchor_sizes": _ALL_POSITIVE,

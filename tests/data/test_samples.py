@@ -101,6 +101,7 @@ def test_unlabeled_neighbours_join_the_key_slices_and_carry_the_boxes_labeled_ne
     dataset = KeySliceDataset(VolumeStore(folder), folder.annotations(), config)
     # the key slice twice (as often as its two neighbours together), then slices 1 and 3
     assert dataset.items == [("v", 2), ("v", 2), ("v", 1), ("v", 3)]
+    assert dataset.key_items == 1  # the key slice once: what batches draw from before they join
     key, below, above = dataset[0], dataset[2], dataset[3]
     assert len(key.boxes) == 2 and len(key.nearby) == 0
     assert (below.z, len(below.boxes), below.nearby.tolist()) == (1, 0, [[1, 1, 5, 5], [8, 8, 12, 12]])
@@ -123,3 +124,5 @@ def test_a_neighbour_past_the_volume_end_becomes_its_last_slice(folder):
 def test_unlabeled_neighbours_must_not_be_negative():
     with pytest.raises(ValueError, match="data.unlabeled_neighbours = -1: must be >= 0"):
         load_config(None, ["data.unlabeled_neighbours=-1"])
+    with pytest.raises(ValueError, match="data.unlabeled_neighbours_from = -5: must be >= 0"):
+        load_config(None, ["data.unlabeled_neighbours_from=-5"])

@@ -1,4 +1,7 @@
-from uld.train.distributed import batch_indices, resize_ratio
+import torch
+
+from uld.train.distributed import Context, batch_indices, resize_ratio
+from uld.train.loop import StepBatches
 from uld.train.schedule import learning_rate
 
 
@@ -23,6 +26,16 @@ def test_ranks_share_the_global_batch():
     whole = batch_indices(step, 50, 8, seed=0)
     parts = [batch_indices(step, 50, 4, seed=0, rank=r, world_size=2) for r in range(2)]
     assert parts[0] + parts[1] == whole
+
+
+def test_held_back_items_join_the_batches_at_their_step():
+    # items 0-2 are the key slices, 3-9 their neighbours, which join from step 6
+    ctx = Context(rank=0, world_size=1, device=torch.device("cpu"))
+    batches = list(StepBatches(4, 20, 10, 3, seed=0, ctx=ctx, early_size=3, all_from=6))
+    assert batches[:2] == [batch_indices(s, 3, 3, seed=0) for s in (4, 5)]
+    assert all(i < 3 for batch in batches[:2] for i in batch)
+    assert batches[2:] == [batch_indices(s, 10, 3, seed=0) for s in range(6, 20)]
+    assert max(i for batch in batches[2:] for i in batch) >= 3
 
 
 def test_resize_ratio_in_range_and_reproducible():

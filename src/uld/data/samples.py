@@ -110,6 +110,8 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.complete = set(complete)
         self.context = context
         self.items = training_slices(labels, sorted(self.hard), config.unlabeled_neighbours)
+        self.key_items = len(training_slices(labels, sorted(self.hard)))
+        """The first ``key_items`` items are the key and extra slices, each once."""
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
         self._rows: dict[str, list[int]] = {}

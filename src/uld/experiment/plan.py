@@ -28,6 +28,10 @@ NEIGHBOURS = 2
 """``data.unlabeled_neighbours`` of the ``nb`` ablation: within 2 slices of a labeled key slice
 lie 46 % of the benchmark's unlabeled training lesions (23 % on the key slices themselves;
 ``benchmarks/key_slice_reach.py``)."""
+NEIGHBOURS_FROM = 2500
+"""``data.unlabeled_neighbours_from`` of the ``nb2late`` ablation: half of the 5,000-step run,
+when the baseline's teacher is near its plateau. From step 0 (``nb2``) the neighbours, where the
+young teacher mines nothing, held the teacher about 1,000 steps behind the baseline."""
 SWEEP_ROWS = ("none", "add", "upper_add")
 
 
@@ -174,6 +178,12 @@ def _ablation_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
                             f"Mining, add, also on the unlabeled slices within {NEIGHBOURS}",
                             f"nb{NEIGHBOURS}", seed, ("mining.policy=add", *nb, *s), mined=True,
                             group="ablations"))
+        runs.append(RunSpec(f"nb{NEIGHBOURS}late_s{seed}",
+                            f"Mining, add, also on the unlabeled slices within {NEIGHBOURS} from "
+                            f"step {NEIGHBOURS_FROM:,}", f"nb{NEIGHBOURS}late", seed,
+                            ("mining.policy=add", *nb,
+                             f"data.unlabeled_neighbours_from={NEIGHBOURS_FROM}", *s),
+                            mined=True, group="ablations"))
         runs.append(RunSpec(f"upper_nb{NEIGHBOURS}_s{seed}",
                             f"Upper bound: add the true unlabeled lesions, also on the unlabeled "
                             f"slices within {NEIGHBOURS}", f"upper_nb{NEIGHBOURS}", seed,

@@ -227,7 +227,8 @@ def open_run(config: Config, out: Path, resume: bool, progress: bool, stop: Stop
     logger = RunLogger(out, enabled=ctx.is_main)
     workers = worker_count(config.data.num_workers, config.data.cache_volumes, local_world_size())
     loader = make_loader(
-        dataset, StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx),
+        dataset, StepBatches(start, tc.iterations, len(dataset), tc.batch_size, tc.seed, ctx,
+                             dataset.key_items, config.data.unlabeled_neighbours_from),
         collate, workers, config.data.prefetch_factor, ctx.device,
     )
     batches = iter(loader)  # draws from the global RNG: restore the saved state after this
@@ -354,17 +355,23 @@ class Records:
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """Batches of indices for steps ``start .. stop - 1`` (see ``batch_indices``)."""
+    """Batches of indices for steps ``start .. stop - 1`` (see ``batch_indices``): from all
+    ``size`` items from step ``all_from`` on, from the first ``early_size`` before it (the key
+    slices, while ``data.unlabeled_neighbours_from`` holds their neighbours back)."""
 
-    def __init__(self, start: int, stop: int, size: int, batch: int, seed: int, ctx: Context):
+    def __init__(self, start: int, stop: int, size: int, batch: int, seed: int, ctx: Context,
+                 early_size: int | None = None, all_from: int = 0):
         self.start, self.stop, self.size, self.batch, self.seed, self.ctx = (
             start, stop, size, batch, seed, ctx,
         )
+        self.early_size = size if early_size is None else early_size
+        self.all_from = all_from
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.stop):
+            size = self.size if step >= self.all_from else self.early_size
             yield batch_indices(
-                step, self.size, self.batch, self.seed, self.ctx.rank, self.ctx.world_size
+                step, size, self.batch, self.seed, self.ctx.rank, self.ctx.world_size
             )
 
     def __len__(self) -> int:
