@@ -3,8 +3,8 @@ measure the duplicate suppression of issue 16 (:mod:`uld.infer.suppress`) before
 
     python benchmarks/bench_linking.py [--run runs/demo/baseline] [--data runs/demo/data]
         [--split test] [--cache runs/bench_linking] [--tune] [--redetect]
-        [--suppress [--contain T --area-ratio R --merge T --merge-gap G --trim T] [--bootstrap N]]
-        [--tune-suppress] [--tune-trim]
+        [--suppress [--contain T --area-ratio R --merge T --merge-gap G --trim T --smooth K]
+        [--bootstrap N]] [--tune-suppress] [--tune-trim] [--tune-smooth]
 
 Detects once per volume of the split (model ``--run``: a run folder's ``best.pt``, else its
 ``model.pt``, or a ``.pt`` file and its folder's ``config.yaml``; CPU, one torch thread)
@@ -34,7 +34,10 @@ settings (validation split only). ``--trim`` adds to "after" the trimming of eac
 ends (:func:`uld.infer.suppress.trim_tracklet_ends`, applied to what ``find_lesions`` returns; 0,
 the default, is off), and a second bootstrap gives the trimming's own effect (trimmed -
 untrimmed). ``--tune-trim`` runs a grid of it on top of the run's settings, with ``--bootstrap``
-resamples of each row against the untrimmed lesions (validation split only).
+resamples of each row against the untrimmed lesions (validation split only). ``--smooth K``
+sets "after"'s smoothing of each lesion's boxes along z (:mod:`uld.infer.smooth`, applied last,
+after any trimming; "before" never smooths), and a further bootstrap gives its own effect;
+``--tune-smooth`` runs a grid of it (validation split only).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.predict import find_lesions
+from uld.infer.smooth import smooth_tracklets
 from uld.infer.suppress import trim_tracklet_ends
 
 Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]
@@ -229,12 +233,16 @@ def tune_grid() -> list[dict[str, float]]:
     return grid
 
 
-SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_gap")
-_OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0}
+SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_gap", "smooth_slices")
+_OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0, "smooth_slices": 0}
 
 
 def _suppressed(dets: VolumeDetections, infer: InferConfig, trim: float = 0.0) -> dict[str, list[Tracklet]]:
-    return {name: trim_tracklet_ends(find_lesions(slices, infer)[0], trim) for name, slices in dets.items()}
+    """``find_lesions`` with ``trim`` applied before its last step, the smoothing (as it runs)."""
+    unsmoothed = replace(infer, smooth_slices=0)
+    return {name: smooth_tracklets(trim_tracklet_ends(find_lesions(slices, unsmoothed)[0], trim),
+                                   infer.smooth_slices)
+            for name, slices in dets.items()}
 
 
 def evaluate_linked(
@@ -291,6 +299,8 @@ def suppress_grid() -> list[dict[str, float]]:
 
 TRIM_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 """The ``trim`` values ``--tune-trim`` tries."""
+SMOOTH_GRID = (1, 2, 3)
+"""The ``infer.smooth_slices`` values ``--tune-smooth`` tries."""
 
 
 def _label(infer: InferConfig, trim: float = 0.0) -> str:
@@ -300,11 +310,11 @@ def _label(infer: InferConfig, trim: float = 0.0) -> str:
 def compare_suppression(
     dets: VolumeDetections, truth: Mapping[str, LesionTruth], gt_key: GroundTruth, gt_full: GroundTruth,
     infer: InferConfig, after: InferConfig, tune: bool, n_bootstrap: int, min_score: float,
-    trim: float = 0.0, tune_trim: bool = False,
+    trim: float = 0.0, tune_trim: bool = False, tune_smooth: bool = False,
 ) -> None:
     """Print the before/after table and the paired bootstrap (or, with ``tune``, the grid; with
-    ``tune_trim``, the trimming grid on top of ``after``, each row's bootstrap against ``after``
-    untrimmed)."""
+    ``tune_trim`` / ``tune_smooth``, the trimming / smoothing grid on top of ``after``, each
+    row's bootstrap against ``after`` without that step)."""
 
     def run(setting: InferConfig, cut: float = 0.0) -> tuple[dict[str, list[Tracklet]], dict[str, float]]:
         t0 = time.perf_counter()
@@ -318,21 +328,24 @@ def compare_suppression(
     print(_row_s(f"before: {_label(before_cfg)}", base))
     if tune:
         for change in suppress_grid()[1:]:
-            setting = replace(infer, **change)
+            setting = replace(infer, **{"smooth_slices": 0, **change})
             print(_row_s(_label(setting), run(setting)[1]), flush=True)
         return
-    if tune_trim:
-        untrimmed, res = run(after)
-        print(_row_s(f"untrimmed: {_label(after)}", res))
+    if tune_trim or tune_smooth:
+        plain = replace(after, smooth_slices=0) if tune_smooth else after
+        untouched, res = run(plain, trim if tune_smooth else 0.0)
+        print(_row_s(f"without: {_label(plain, trim if tune_smooth else 0.0)}", res))
         intervals = []
-        for cut in TRIM_GRID:
-            trimmed, res_cut = run(after, cut)
-            print(_row_s(f"trim={cut}", res_cut), flush=True)
-            ci = paired_bootstrap(untrimmed, trimmed, truth, gt_key, gt_full, n_bootstrap,
+        for value in (SMOOTH_GRID if tune_smooth else TRIM_GRID):
+            name = "smooth_slices" if tune_smooth else "trim"
+            changed, res_cut = (run(replace(after, smooth_slices=value), trim) if tune_smooth
+                                else run(after, value))
+            print(_row_s(f"{name}={value}", res_cut), flush=True)
+            ci = paired_bootstrap(untouched, changed, truth, gt_key, gt_full, n_bootstrap,
                                   min_score=min_score)
-            intervals.append((cut, ci))
-        print(f"\npaired bootstrap ({n_bootstrap} resamples), trimmed - untrimmed, 95 % interval")
-        print("| trim | " + " | ".join(BOOTSTRAP_KEYS) + " |\n|" + "---|" * (len(BOOTSTRAP_KEYS) + 1))
+            intervals.append((value, ci))
+        print(f"\npaired bootstrap ({n_bootstrap} resamples), with - without, 95 % interval")
+        print("| value | " + " | ".join(BOOTSTRAP_KEYS) + " |\n|" + "---|" * (len(BOOTSTRAP_KEYS) + 1))
         for cut, ci in intervals:
             cells = [f"{ci[k][0]:+{_FORMATS[k]}} .. {ci[k][1]:+{_FORMATS[k]}}" for k in BOOTSTRAP_KEYS]
             print(f"| {cut} | " + " | ".join(cells) + " |")
@@ -346,11 +359,16 @@ def compare_suppression(
     for k in BOOTSTRAP_KEYS:
         f, (lo, hi) = _FORMATS[k], ci[k]
         print(f"| {k} | {base[k]:{f}} | {res[k]:{f}} | {res[k] - base[k]:+{f}} | {lo:+{f}} .. {hi:+{f}} |")
-    if trim > 0:
-        untrimmed, res0 = run(after)
-        ci = paired_bootstrap(untrimmed, linked, truth, gt_key, gt_full, n_bootstrap, min_score=min_score)
-        print(f"\nthe trimming alone: after - after without trim ({_label(after)}), 95 % interval")
-        print("| measure | untrimmed | trimmed | difference | 95 % CI |\n|---|---|---|---|---|")
+    steps = [("the trimming", run(after)[0] if trim > 0 else None),
+             ("the smoothing", run(replace(after, smooth_slices=0), trim)[0]
+              if after.smooth_slices > 0 else None)]
+    for step, without in steps:
+        if without is None:
+            continue
+        res0 = evaluate_linked(without, truth, gt_key, gt_full, min_score)
+        ci = paired_bootstrap(without, linked, truth, gt_key, gt_full, n_bootstrap, min_score=min_score)
+        print(f"\n{step} alone: after - after without it, 95 % interval")
+        print("| measure | without | with | difference | 95 % CI |\n|---|---|---|---|---|")
         for k in BOOTSTRAP_KEYS:
             f, (lo, hi) = _FORMATS[k], ci[k]
             diff = res[k] - res0[k]
@@ -376,12 +394,17 @@ def main() -> None:
     parser.add_argument("--trim", type=float, default=0.0,
                         help="'after' also trims lesions' ends below this share of their best score (0: off)")
     parser.add_argument("--tune-trim", action="store_true", help="grid of --trim on the run's settings (val)")
+    parser.add_argument("--smooth", type=int, help="infer.smooth_slices of 'after' (default: the run's)")
+    parser.add_argument("--tune-smooth", action="store_true",
+                        help="grid of infer.smooth_slices on the run's settings (val)")
     parser.add_argument("--min-score", type=float, default=0.5, help="lesions written: score >= this")
     parser.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     args = parser.parse_args()
     if not 0.0 <= args.trim <= 1.0:
         parser.error(f"--trim = {args.trim}: must lie in [0, 1]")
-    if (args.tune or args.tune_suppress or args.tune_trim) and args.split == "test":
+    if args.smooth is not None and args.smooth < 0:
+        parser.error(f"--smooth = {args.smooth}: must be >= 0")
+    if (args.tune or args.tune_suppress or args.tune_trim or args.tune_smooth) and args.split == "test":
         parser.error("--tune selects parameters: run it on --split val, not on the test split")
 
     dets = detections_for(args.run, args.data, args.split, args.cache, args.redetect)
@@ -406,12 +429,14 @@ def main() -> None:
 
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         infer = config_from_dict(upgrade_saved_config(saved)).infer
-    if args.tune_suppress or args.suppress or args.tune_trim:
+    if args.tune_suppress or args.suppress or args.tune_trim or args.tune_smooth:
         given = (("contain_thresh", args.contain), ("contain_area_ratio", args.area_ratio),
-                 ("merge_thresh", args.merge), ("merge_gap", args.merge_gap))
+                 ("merge_thresh", args.merge), ("merge_gap", args.merge_gap),
+                 ("smooth_slices", args.smooth))
         after = replace(infer, **{k: v for k, v in given if v is not None})
         compare_suppression(dets, truth, gt_key, gt_full, infer, after, args.tune_suppress,
-                            args.bootstrap, args.min_score, args.trim, args.tune_trim)
+                            args.bootstrap, args.min_score, args.trim, args.tune_trim,
+                            args.tune_smooth)
         return
     default = infer.kalman  # as uld.infer.predict links
     overlap = infer.overlap

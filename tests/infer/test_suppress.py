@@ -17,6 +17,7 @@ from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections
 from uld.infer.predict import find_lesions
 from uld.infer.scans import predict_scans
+from uld.infer.smooth import smooth_tracklets
 from uld.infer.suppress import (
     contained_keep,
     intersection_over_smaller,
@@ -180,7 +181,7 @@ def test_find_lesions_off_equals_the_linker_alone():
         xy = rng.uniform(0, 80, (6, 2))
         wh = rng.uniform(4, 30, (6, 2))
         slices.append(SliceDetections(z, np.hstack([xy, xy + wh]), rng.uniform(0.05, 1, 6)))
-    off = replace(Config().infer, contain_thresh=1.0, merge_thresh=1.0)
+    off = replace(Config().infer, contain_thresh=1.0, merge_thresh=1.0, smooth_slices=0)
     tracklets, counts = find_lesions(slices, off)
     expected = link_kalman(slices, off.kalman)
     assert counts == [1] * len(expected)
@@ -189,6 +190,9 @@ def test_find_lesions_off_equals_the_linker_alone():
     trimmed, _ = find_lesions(slices, replace(off, trim_thresh=0.5))
     assert [[(z, b.tolist()) for z, b in t] for t in trimmed] == \
         [[(z, b.tolist()) for z, b in t] for t in trim_tracklet_ends(expected, 0.5)]
+    smoothed, _ = find_lesions(slices, replace(off, trim_thresh=0.5, smooth_slices=1))
+    assert [[(z, b.tolist()) for z, b in t] for t in smoothed] == \
+        [[(z, b.tolist()) for z, b in t] for t in smooth_tracklets(trim_tracklet_ends(expected, 0.5), 1)]
 
 
 # --------------------------------------------------------------------------- ends
@@ -251,6 +255,7 @@ def test_an_empty_tracklet_is_refused_naming_it():
 @pytest.mark.parametrize("key,value", [
     ("infer.contain_thresh", "1.5"), ("infer.contain_area_ratio", "-0.1"),
     ("infer.merge_thresh", "2"), ("infer.merge_gap", "-1"), ("infer.trim_thresh", "1.2"),
+    ("infer.smooth_slices", "-1"),
     ("mining.contain_thresh", "-0.5"), ("mining.contain_area_ratio", "1.1"),
 ])
 def test_out_of_range_settings_are_one_line_errors_naming_the_key(key, value):

@@ -18,6 +18,7 @@ from uld.data.preprocess import prepare_stacks
 from uld.data.volume import Volume
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, link_by_iou
+from uld.infer.smooth import smooth_tracklets
 from uld.infer.suppress import merge_tracklets, suppress_slices, trim_tracklet_ends
 from uld.model.build import LesionDetector, build_detector
 from uld.model.files import read_model_file
@@ -69,17 +70,19 @@ def link_slices(slices: list[SliceDetections], config: InferConfig) -> list[Trac
 def find_lesions(slices: list[SliceDetections], config: InferConfig) -> tuple[list[Tracklet], list[int]]:
     """Per-slice detections -> one tracklet per lesion: containment suppression on each slice
     (``infer.contain_thresh``), the linker (``infer.linker``), then 3D merging of tracklets
-    (``infer.merge_thresh``, ``infer.merge_gap``) and the trimming of each lesion's weak end
-    boxes (``infer.trim_thresh``); see :mod:`uld.infer.suppress`.
+    (``infer.merge_thresh``, ``infer.merge_gap``), the trimming of each lesion's weak end
+    boxes (``infer.trim_thresh``; see :mod:`uld.infer.suppress`) and the smoothing of its boxes
+    along z (``infer.smooth_slices``, :mod:`uld.infer.smooth`).
 
     Returns ``(tracklets, counts)``: per lesion, how many linked tracklets were merged into it
-    (1: none besides its own). With the contain and merge thresholds at 1 and the trim
-    threshold at 0 this is :func:`link_slices` exactly.
+    (1: none besides its own). With the contain and merge thresholds at 1, the trim threshold
+    and the smoothing at 0 this is :func:`link_slices` exactly.
     """
     slices = suppress_slices(slices, config.contain_thresh, config.contain_area_ratio)
     lesions, counts = merge_tracklets(link_slices(slices, config), config.merge_thresh,
                                       config.merge_gap, config.contain_area_ratio)
-    return trim_tracklet_ends(lesions, config.trim_thresh), counts
+    lesions = trim_tracklet_ends(lesions, config.trim_thresh)
+    return smooth_tracklets(lesions, config.smooth_slices), counts
 
 
 def predict_volume(
