@@ -62,6 +62,9 @@ def test_tiny_experiment_runs_everything_writes_the_report_and_skips_what_is_don
         assert heading in report
     for picture in ("froc.png", "training.png", "sweep.png"):
         assert (out / picture).stat().st_size > 1000
+    # each sparsity level's mining rows, paired with its baseline over the seeds
+    assert "| 50 % unlabeled: what mining (add) recovers | sweep50_add - sweep50_none | 1 |" in report
+    assert "| sweep50_upper_add - sweep50_none |" in report
     runs = paper_runs(BUDGETS["tiny"], load_config("demo", BUDGETS["tiny"].overrides).mining.tau)
     for run in runs:
         folder = out / "runs" / run.name

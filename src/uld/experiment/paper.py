@@ -34,6 +34,7 @@ from uld.experiment.report import (
     plot_sweep,
     plot_training_diagnostics,
     read_run,
+    sweep_comparisons,
     sweep_rows,
     sweep_table,
     table_one,
@@ -148,7 +149,9 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
                   "first, then the second largest, ...) until the given share of train lesions is "
                   "unlabeled. Perfect mining adds the true unlabeled lesions of each training slice "
                   "(`mining.source=truth`). 'recovers' = (row - none) / (oracle - none).", "",
-                  sweep_table(sweep), "", "![sweep](sweep.png)"]
+                  sweep_table(sweep), "", "![sweep](sweep.png)", "",
+                  "Paired over the seeds each pair shares (95 % t intervals):", "",
+                  paired_table(groups, sweep_comparisons(groups))]
     tau_rows = _tau_rows(groups, base_tau, first)
     lines += ["", f"## Table II: tau (seed {first})", "", ablation_table(tau_rows), ""]
     policy_rows = [(k.replace("_", " "), r)

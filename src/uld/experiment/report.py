@@ -251,6 +251,17 @@ def _closes(groups: Mapping[str, Sequence[RunResult]], top: str, seeds: set[int]
     return f"no {name} to close" if share is None else f"closes {100 * share:.0f} % of {name}"
 
 
+def sweep_comparisons(groups: Mapping[str, Sequence[RunResult]]) -> list[tuple[str, str, str]]:
+    """The paired comparisons of each sparsity level present (kinds ``sweepNN_ROW``): ``add``
+    and perfect mining against ``none``, for :func:`paired_table`."""
+    levels = sorted({kind.split("_", 1)[0] for kind, runs in groups.items()
+                     if runs and runs[0].spec.group == "sweep"})
+    return [(f"{level}_{row}", f"{level}_none", f"{level[5:]} % unlabeled: {text}")
+            for level in levels
+            for row, text in (("add", "what mining (add) recovers"),
+                              ("upper_add", "what perfect mining recovers"))]
+
+
 def sweep_rows(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]]:
     """One record per sparsity level present: the unlabeled share, the mean AP of ``none``,
     ``add`` and perfect mining over their seeds, the oracle's (the 0 % point), and the share of
