@@ -31,10 +31,11 @@ per volume (tracklets scoring >= ``--min-score``, 0.5 as ``uld predict``) and a 
 over volumes (``--bootstrap`` resamples, 1000; the same resampled volumes for both) giving the
 95 % interval of each after - before difference. ``--tune-suppress`` runs the grid of those four
 settings (validation split only). ``--trim`` adds to "after" the trimming of each lesion's weak
-ends (:func:`uld.infer.suppress.trim_tracklet_ends`, applied to what ``find_lesions`` returns; 0,
-the default, is off), and a second bootstrap gives the trimming's own effect (trimmed -
-untrimmed). ``--tune-trim`` runs a grid of it on top of the run's settings, with ``--bootstrap``
-resamples of each row against the untrimmed lesions (validation split only). ``--smooth K``
+ends (:func:`uld.infer.suppress.trim_tracklet_ends`, as ``find_lesions`` runs it at
+``infer.trim_thresh``; 0, the default, is off), and a second bootstrap gives the trimming's
+own effect (trimmed - untrimmed). ``--tune-trim`` runs a grid of it on top of the run's
+settings, with ``--bootstrap`` resamples of each row against the untrimmed lesions (validation
+split only). ``--smooth K``
 sets "after"'s smoothing of each lesion's boxes along z (:mod:`uld.infer.smooth`, applied last,
 after any trimming; "before" never smooths), and a further bootstrap gives its own effect;
 ``--tune-smooth`` runs a grid of it (validation split only).
@@ -59,8 +60,6 @@ from uld.eval.p3d import P3DResult, evaluate_p3d
 from uld.infer.kalman import link_kalman
 from uld.infer.link import SliceDetections, link_by_iou
 from uld.infer.predict import find_lesions
-from uld.infer.smooth import smooth_tracklets
-from uld.infer.suppress import trim_tracklet_ends
 
 Linker = Callable[[Sequence[SliceDetections]], list[Tracklet]]
 VolumeDetections = dict[str, list[SliceDetections]]
@@ -238,11 +237,9 @@ _OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0, "smooth_slices": 0}
 
 
 def _suppressed(dets: VolumeDetections, infer: InferConfig, trim: float = 0.0) -> dict[str, list[Tracklet]]:
-    """``find_lesions`` with ``trim`` applied before its last step, the smoothing (as it runs)."""
-    unsmoothed = replace(infer, smooth_slices=0)
-    return {name: smooth_tracklets(trim_tracklet_ends(find_lesions(slices, unsmoothed)[0], trim),
-                                   infer.smooth_slices)
-            for name, slices in dets.items()}
+    """``find_lesions``, trimming lesions' ends at ``trim`` if that is above ``infer``'s own."""
+    setting = replace(infer, trim_thresh=max(infer.trim_thresh, trim))
+    return {name: find_lesions(slices, setting)[0] for name, slices in dets.items()}
 
 
 def evaluate_linked(
@@ -332,14 +329,17 @@ def compare_suppression(
             print(_row_s(_label(setting), run(setting)[1]), flush=True)
         return
     if tune_trim or tune_smooth:
-        plain = replace(after, smooth_slices=0) if tune_smooth else after
-        untouched, res = run(plain, trim if tune_smooth else 0.0)
-        print(_row_s(f"without: {_label(plain, trim if tune_smooth else 0.0)}", res))
+        name, grid = ("smooth_slices", SMOOTH_GRID) if tune_smooth else ("trim", TRIM_GRID)
+
+        def variant(value: float) -> tuple[dict[str, list[Tracklet]], dict[str, float]]:
+            """``after`` with the tuned step at ``value`` (0: without it)."""
+            return run(replace(after, smooth_slices=int(value)), trim) if tune_smooth else run(after, value)
+
+        untouched, res = variant(0)
+        print(_row_s(f"without {name}: {_label(after)}", res))
         intervals = []
-        for value in (SMOOTH_GRID if tune_smooth else TRIM_GRID):
-            name = "smooth_slices" if tune_smooth else "trim"
-            changed, res_cut = (run(replace(after, smooth_slices=value), trim) if tune_smooth
-                                else run(after, value))
+        for value in grid:
+            changed, res_cut = variant(value)
             print(_row_s(f"{name}={value}", res_cut), flush=True)
             ci = paired_bootstrap(untouched, changed, truth, gt_key, gt_full, n_bootstrap,
                                   min_score=min_score)

@@ -109,8 +109,8 @@ class KeySliceDataset(torch.utils.data.Dataset):
         self.hard = hard_negatives or {}
         self.complete = set(complete)
         self.context = context
-        self.items = training_slices(labels, sorted(self.hard), config.unlabeled_neighbours)
-        self.key_items = len(training_slices(labels, sorted(self.hard)))
+        self.items, self.key_items = training_slices(labels, sorted(self.hard),
+                                                     config.unlabeled_neighbours)
         """The first ``key_items`` items are the key and extra slices, each once."""
         self.boxes = labels.by_slice()
         self.truth = truth.by_slice() if truth is not None else None
@@ -197,20 +197,20 @@ _NO_BOXES = np.zeros((0, 4))
 
 def training_slices(
     labels: Annotations, extra: list[tuple[str, int]], unlabeled_neighbours: int = 0,
-) -> list[tuple[str, int]]:
-    """The ``(volume, z)`` items of a training epoch: the key slices of ``labels`` and the
-    ``extra`` slices (hard negatives), each once; with ``unlabeled_neighbours`` = k > 0, those
-    repeated 2k times, then every slice within k of a key slice that holds no label (z may
-    fall outside the volume; the dataset clamps it)."""
+) -> tuple[list[tuple[str, int]], int]:
+    """The ``(volume, z)`` items of a training epoch and how many of them come first as the key
+    slices of ``labels`` and the ``extra`` slices (hard negatives), each once. With
+    ``unlabeled_neighbours`` = k > 0 those are repeated 2k times, then come every slice within k
+    of a key slice that holds no label (z may fall outside the volume; the dataset clamps it)."""
     base = list(dict.fromkeys([*labels.key_slices(), *extra]))
     if unlabeled_neighbours <= 0:
-        return base
+        return base, len(base)
     labeled = {(str(v), int(z)) for v, z in zip(labels.volume, labels.z)}
     neighbours = dict.fromkeys(
         (name, z + d) for name, z in labels.key_slices()
         for d in range(-unlabeled_neighbours, unlabeled_neighbours + 1)
         if d and (name, z + d) not in labeled)
-    return base * (2 * unlabeled_neighbours) + list(neighbours)
+    return base * (2 * unlabeled_neighbours) + list(neighbours), len(base)
 
 
 def _model_boxes(native_xyxy: np.ndarray, frame: Frame) -> torch.Tensor:

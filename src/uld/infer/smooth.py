@@ -59,7 +59,6 @@ def smooth_tracklets(tracklets: Sequence[Tracklet], reach: int) -> list[Tracklet
         if len(trk) < 2:
             out.append(list(trk))
             continue
-        z = np.array([s for s, _ in trk])
-        smoothed = smooth_boxes(z, np.stack([np.asarray(b, dtype=np.float64) for _, b in trk]), reach)
-        out.append([(s, box) for s, box in zip([s for s, _ in trk], smoothed)])
+        zs = [z for z, _ in trk]
+        out.append(list(zip(zs, smooth_boxes(np.array(zs), np.stack([b for _, b in trk]), reach))))
     return out
