@@ -379,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic data -> oracle, baseline, mining -> report")
     p.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="runs trained at once, each with its share of the CPU threads (default 2)")
+    p.add_argument("--workers", type=int, default=3,
+                   help="runs trained at once, each with its share of the CPU threads (default 3: "
+                        "all of them)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_demo)
     return parser

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -129,13 +130,9 @@ def ensure_hard_negatives(source_run: Path, data: Path, progress: bool) -> Path:
 NOISE_FILE = "test_noise.json"
 
 
-def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval | None:
-    """How much the choice of test volumes moves a run's AP (in %): a percentile bootstrap over
-    the test volumes of its ``test_detections.json`` (``test_noise.json``, computed once; None
-    when neither file is there)."""
-    path = run_dir / NOISE_FILE
-    if path.is_file():
-        return Interval(**json.loads(path.read_text()))
+def _test_ap(run_dir: Path, data: Path) -> tuple[list[str], Callable[[list[str]], float]] | None:
+    """The test volumes' names and ``ap(names)``: the run's P3D AP (in %) on a resample of
+    them (names may repeat); None without ``test_detections.json``."""
     detections_path = run_dir / "test_detections.json"
     if not detections_path.is_file():
         return None
@@ -146,9 +143,33 @@ def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval 
     def ap(names: list[str]) -> float:
         return 100 * evaluate_p3d(resampled(gt, names), resampled(detections, names), iou).ap
 
-    noise = bootstrap_volumes(sorted(gt), ap, n_resamples)
+    return sorted(gt), ap
+
+
+def volume_noise(run_dir: Path, data: Path, n_resamples: int = 300) -> Interval | None:
+    """How much the choice of test volumes moves a run's AP (in %): a percentile bootstrap over
+    the test volumes of its ``test_detections.json`` (``test_noise.json``, computed once; None
+    when neither file is there)."""
+    path = run_dir / NOISE_FILE
+    if path.is_file():
+        return Interval(**json.loads(path.read_text()))
+    scored = _test_ap(run_dir, data)
+    if scored is None:
+        return None
+    noise = bootstrap_volumes(*scored, n_resamples)
     write_text(path, json.dumps(dataclasses.asdict(noise)) + "\n")
     return noise
+
+
+def paired_volume_difference(run_a: Path, run_b: Path, data: Path,
+                             n_resamples: int = 300) -> Interval | None:
+    """AP of ``run_a`` minus AP of ``run_b`` (in %) on the same test volumes, with a paired
+    percentile bootstrap over those volumes: the difference's noise from the choice of test
+    volumes alone (not from the seed). None where a run has no ``test_detections.json``."""
+    a, b = _test_ap(run_a, data), _test_ap(run_b, data)
+    if a is None or b is None:
+        return None
+    return bootstrap_volumes(a[0], lambda names: a[1](names) - b[1](names), n_resamples)
 
 
 def train_and_evaluate(config: Config, run_dir: Path, data: Path, progress: bool,
