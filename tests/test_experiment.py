@@ -28,7 +28,9 @@ def test_plan_has_the_papers_rows_with_one_budget():
     assert {"add_pminus_s0", "none_random_s0", "add_random_s0"} <= set(names)
     assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
     sweep = [r for r in runs if r.group == "sweep"]
-    assert len(sweep) == 4 * 3 * 2 and {r.unlabeled for r in sweep} == {0.3, 0.55, 0.7, 0.85}
+    assert len(sweep) == 4 * 3 * 2 + 3 * 2 and {r.unlabeled for r in sweep} == {0.3, 0.55, 0.7, 0.85}
+    more = {r.name for r in sweep if r.seed > 1}
+    assert more == {f"sweep85_{kind}_s{seed}" for kind in ("none", "add") for seed in (2, 3, 4)}
     assert "data.annotations=annotations_unlabeled55.csv" in sweep[6].overrides
     pminus = next(r for r in runs if r.hard_negatives_from)
     assert pminus.hard_negatives_from == "add_s0"

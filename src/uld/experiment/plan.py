@@ -72,6 +72,9 @@ class Budget:
     """Seeds of the ablation runs (the first also gets the single-seed controls)."""
     sweep_seeds: tuple[int, ...] = (0,)
     """Seeds of each sparsity level (the budget's ``synth.sparsity_levels``)."""
+    sweep_more_seeds: tuple[tuple[float, tuple[int, ...]], ...] = ()
+    """(level, seeds): further seeds of that level's ``none`` and ``add`` rows, where mining's
+    effect is largest and two seeds cannot tell it from noise."""
 
 
 SWEEP_LEVELS = (0.3, 0.55, 0.7, 0.85)
@@ -100,7 +103,8 @@ BUDGETS = {
     "default": Budget(
         "default", BENCHMARK, (), (0, 1, 2, 3, 4),
         "the demo preset's 5,000 steps a run; five seeds for the main rows, two for the "
-        "ablations and each sweep point", ablation_seeds=(0, 1), sweep_seeds=(0, 1),
+        "ablations and each sweep point (five for the 85 % point's none and add)",
+        ablation_seeds=(0, 1), sweep_seeds=(0, 1), sweep_more_seeds=((0.85, (2, 3, 4)),),
     ),
     "small": Budget(
         "small", BENCHMARK, (), (0,),
@@ -226,17 +230,19 @@ _SWEEP = {
 
 
 def _sweep_runs(budget: Budget) -> list[RunSpec]:
+    more = dict(budget.sweep_more_seeds)
     runs = []
     for level in budget.synth.sparsity_levels:
         if level == 0.0:
             continue  # the oracle's labels: the main rows' oracle is that point
         pct = round(100 * level)
-        for seed in budget.sweep_seeds:
-            for kind in SWEEP_ROWS:
-                label, overrides, mined = _SWEEP[kind]
-                runs.append(RunSpec(
-                    f"sweep{pct:02d}_{kind}_s{seed}", f"{label}, {pct} % unlabeled",
-                    f"sweep{pct:02d}_{kind}", seed,
-                    (*overrides, f"data.annotations={sparsity_file(level)}", f"train.seed={seed}"),
-                    official=True, mined=mined, group="sweep", unlabeled=level))
+        cells = [(seed, kind) for seed in budget.sweep_seeds for kind in SWEEP_ROWS]
+        cells += [(seed, kind) for seed in more.get(level, ()) for kind in ("none", "add")]
+        for seed, kind in cells:
+            label, overrides, mined = _SWEEP[kind]
+            runs.append(RunSpec(
+                f"sweep{pct:02d}_{kind}_s{seed}", f"{label}, {pct} % unlabeled",
+                f"sweep{pct:02d}_{kind}", seed,
+                (*overrides, f"data.annotations={sparsity_file(level)}", f"train.seed={seed}"),
+                official=True, mined=mined, group="sweep", unlabeled=level))
     return runs
