@@ -90,3 +90,33 @@ def test_paired_table_shows_the_validation_difference_settings_are_chosen_on():
     row = next(line for line in paired_table(groups).splitlines() if "band - add" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:4] == ["2", "+1.5 [-4.9, +7.9]"] and cells[6] == "+2.5 [-3.9, +8.9]"
+
+
+def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
+    from uld.experiment.plan import RunSpec
+    from uld.experiment.report import RunResult, sweep_comparisons, sweep_rows
+
+    def runs(kind: str, label: str, aps: dict[int, float], group: str = "sweep") -> list[RunResult]:
+        return [RunResult(RunSpec(f"{kind}_s{seed}", label, kind, seed, (), group=group,
+                                  unlabeled=0.85 if group == "sweep" else None),
+                          {"ap": ap / 100, "avg": ap / 100}, {}, 0.9, 1.0)
+                for seed, ap in aps.items()]
+
+    groups = {"oracle": runs("oracle", "Oracle", {0: 90.0, 1: 90.0}, group="main"),
+              "sweep85_none": runs("sweep85_none", "None, 85 % unlabeled",
+                                   {0: 70.0, 1: 70.0, 2: 60.0, 3: 60.0}),
+              "sweep85_add": runs("sweep85_add", "Mining, add, 85 % unlabeled",
+                                  {0: 72.0, 1: 72.0, 2: 62.0, 3: 62.0}),
+              "sweep85_upper_add": runs("sweep85_upper_add", "Perfect mining, add, 85 % unlabeled",
+                                        {0: 80.0, 1: 80.0}),
+              "sweep85_tau0.85": runs("sweep85_tau0.85", "Mining, add, tau 0.85, 85 % unlabeled",
+                                      {0: 71.0, 1: 71.0})}
+    (record,) = sweep_rows(groups)
+    assert record["none"] == 65.0 and record["upper_add"] == 80.0
+    # perfect mining against the baseline's seeds 0 and 1 (70), not its mean over four (65)
+    assert record["upper_add_recovers"] == pytest.approx(10 / 20)
+    assert record["add_recovers"] == pytest.approx(2 / 25)
+    assert sweep_comparisons(groups) == [
+        ("sweep85_add", "sweep85_none", "85 % unlabeled: what mining (add) recovers"),
+        ("sweep85_upper_add", "sweep85_none", "85 % unlabeled: what perfect mining recovers"),
+        ("sweep85_tau0.85", "sweep85_none", "85 % unlabeled: what mining, add, tau 0.85 recovers")]

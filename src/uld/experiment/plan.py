@@ -72,9 +72,10 @@ class Budget:
     """Seeds of the ablation runs (the first also gets the single-seed controls)."""
     sweep_seeds: tuple[int, ...] = (0,)
     """Seeds of each sparsity level (the budget's ``synth.sparsity_levels``)."""
-    sweep_more_seeds: tuple[tuple[float, tuple[int, ...]], ...] = ()
-    """(level, seeds): further seeds of that level's ``none`` and ``add`` rows, where mining's
-    effect is largest and two seeds cannot tell it from noise."""
+    sweep_more: tuple[tuple[float, str, tuple[int, ...]], ...] = ()
+    """(level, row, seeds): further runs at one sparsity level beyond ``sweep_seeds`` x
+    ``SWEEP_ROWS``: more seeds where two cannot tell mining's effect from noise, and the rows of
+    ``SWEEP_MORE_ROWS`` where there is the most to recover."""
 
 
 SWEEP_LEVELS = (0.3, 0.55, 0.7, 0.85)
@@ -103,8 +104,11 @@ BUDGETS = {
     "default": Budget(
         "default", BENCHMARK, (), (0, 1, 2, 3, 4),
         "the demo preset's 5,000 steps a run; five seeds for the main rows, two for the "
-        "ablations and each sweep point (five for the 85 % point's none and add)",
-        ablation_seeds=(0, 1), sweep_seeds=(0, 1), sweep_more_seeds=((0.85, (2, 3, 4)),),
+        "ablations and each sweep point; at 85 % unlabeled five for none and add, and two of "
+        "tau 0.85 and of the ignore band",
+        ablation_seeds=(0, 1), sweep_seeds=(0, 1),
+        sweep_more=((0.85, "none", (2, 3, 4)), (0.85, "add", (2, 3, 4)),
+                    (0.85, "tau0.85", (0, 1)), (0.85, "band", (0, 1))),
     ),
     "small": Budget(
         "small", BENCHMARK, (), (0,),
@@ -227,19 +231,27 @@ _SWEEP = {
     "add": ("Mining, add", ("mining.policy=add",), True),
     "upper_add": ("Perfect mining, add", ("mining.policy=add", "mining.source=truth"), True),
 }
+SWEEP_MORE_ROWS = {
+    "tau0.85": ("Mining, add, tau 0.85", ("mining.policy=add", "mining.tau=0.85"), True),
+    "band": (f"Mining, add + ignore band [{IGNORE_LOW}, tau)",
+             ("mining.policy=add", f"mining.ignore_low={IGNORE_LOW}"), True),
+}
+"""Mining settings that validation preferred to the paper's on the headline benchmark (the tau
+and ignore-band ablations), for the sweep levels with the most to recover."""
 
 
 def _sweep_runs(budget: Budget) -> list[RunSpec]:
-    more = dict(budget.sweep_more_seeds)
+    rows = {**_SWEEP, **SWEEP_MORE_ROWS}
     runs = []
     for level in budget.synth.sparsity_levels:
         if level == 0.0:
             continue  # the oracle's labels: the main rows' oracle is that point
         pct = round(100 * level)
         cells = [(seed, kind) for seed in budget.sweep_seeds for kind in SWEEP_ROWS]
-        cells += [(seed, kind) for seed in more.get(level, ()) for kind in ("none", "add")]
+        cells += [(seed, kind) for more_level, kind, seeds in budget.sweep_more
+                  if more_level == level for seed in seeds]
         for seed, kind in cells:
-            label, overrides, mined = _SWEEP[kind]
+            label, overrides, mined = rows[kind]
             runs.append(RunSpec(
                 f"sweep{pct:02d}_{kind}_s{seed}", f"{label}, {pct} % unlabeled",
                 f"sweep{pct:02d}_{kind}", seed,

@@ -252,20 +252,32 @@ def _closes(groups: Mapping[str, Sequence[RunResult]], top: str, seeds: set[int]
 
 
 def sweep_comparisons(groups: Mapping[str, Sequence[RunResult]]) -> list[tuple[str, str, str]]:
-    """The paired comparisons of each sparsity level present (kinds ``sweepNN_ROW``): ``add``
-    and perfect mining against ``none``, for :func:`paired_table`."""
-    levels = sorted({kind.split("_", 1)[0] for kind, runs in groups.items()
-                     if runs and runs[0].spec.group == "sweep"})
-    return [(f"{level}_{row}", f"{level}_none", f"{level[5:]} % unlabeled: {text}")
-            for level in levels
-            for row, text in (("add", "what mining (add) recovers"),
-                              ("upper_add", "what perfect mining recovers"))]
+    """The paired comparisons of each sparsity level present (kinds ``sweepNN_ROW``): ``add``,
+    perfect mining and any further mining row of the level against ``none``, for
+    :func:`paired_table`."""
+    sweep = sorted(kind for kind, runs in groups.items() if runs and runs[0].spec.group == "sweep")
+    out = []
+    for level in sorted({kind.split("_", 1)[0] for kind in sweep}):
+        more = [kind for kind in sweep if kind.split("_", 1)[0] == level
+                and kind.split("_", 1)[1] not in ("none", "add", "upper_add")]
+        texts = [(f"{level}_add", "what mining (add) recovers"),
+                 (f"{level}_upper_add", "what perfect mining recovers"),
+                 *((kind, f"what {_row_label(groups[kind][0])} recovers") for kind in more)]
+        out += [(kind, f"{level}_none", f"{level[5:]} % unlabeled: {text}") for kind, text in texts]
+    return out
+
+
+def _row_label(run: RunResult) -> str:
+    """A sweep run's row without its sparsity level: 'mining, add, tau 0.85'."""
+    base = run.spec.label.rsplit(", ", 1)[0]
+    return base[:1].lower() + base[1:]
 
 
 def sweep_rows(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]]:
     """One record per sparsity level present: the unlabeled share, the mean AP of ``none``,
     ``add`` and perfect mining over their seeds, the oracle's (the 0 % point), and the share of
-    the level's gap (oracle - none) that add and perfect mining recover."""
+    the level's gap (oracle - none) that add and perfect mining recover, each over the seeds it
+    shares with ``none`` (a level may hold more seeds of some rows than of others)."""
     levels: dict[float, dict[str, list[RunResult]]] = {}
     for runs in groups.values():
         for r in runs:
@@ -280,12 +292,21 @@ def sweep_rows(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]
                                   "seeds": sorted({r.spec.seed for v in rows.values() for r in v})}
         for name in ("none", "add", "upper_add"):
             record[name] = mean_ap(rows[name]) if rows.get(name) else None
-        gap = None if oracle is None or record["none"] is None else oracle - record["none"]
         for name in ("add", "upper_add"):
-            record[f"{name}_recovers"] = (None if gap is None or gap <= 0 or record[name] is None
-                                          else (record[name] - record["none"]) / gap)
+            record[f"{name}_recovers"] = _recovers(rows.get(name, []), rows.get("none", []), oracle)
         out.append(record)
     return out
+
+
+def _recovers(row: Sequence[RunResult], none: Sequence[RunResult],
+              oracle: float | None) -> float | None:
+    """(row - none) / (oracle - none), both means over the seeds the two rows share."""
+    seeds = {r.spec.seed for r in row} & {r.spec.seed for r in none}
+    if oracle is None or not seeds:
+        return None
+    base = mean_ap([r for r in none if r.spec.seed in seeds])
+    gap = oracle - base
+    return None if gap <= 0 else (mean_ap([r for r in row if r.spec.seed in seeds]) - base) / gap
 
 
 def sweep_table(records: Sequence[Mapping[str, Any]]) -> str:
