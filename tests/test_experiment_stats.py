@@ -120,3 +120,26 @@ def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
         ("sweep85_add", "sweep85_none", "85 % unlabeled: what mining (add) recovers"),
         ("sweep85_upper_add", "sweep85_none", "85 % unlabeled: what perfect mining recovers"),
         ("sweep85_tau0.85", "sweep85_none", "85 % unlabeled: what mining, add, tau 0.85 recovers")]
+
+
+def test_sweep_series_put_the_oracle_at_0_and_the_further_rows_beside(tmp_path):
+    from uld.experiment.plan import RunSpec
+    from uld.experiment.report import RunResult, plot_sweep, sweep_series
+
+    def runs(kind: str, label: str, aps: list[float], level: float | None = 0.85) -> list[RunResult]:
+        return [RunResult(RunSpec(f"{kind}_s{seed}", label, kind, seed, (),
+                                  group="sweep" if level else "main", unlabeled=level),
+                          {"ap": ap / 100, "avg": ap / 100}, {}, 0.9, 1.0)
+                for seed, ap in enumerate(aps)]
+
+    groups = {"oracle": runs("oracle", "Oracle", [84.0, 86.0], None),
+              "sweep85_none": runs("sweep85_none", "None, 85 % unlabeled", [66.0]),
+              "sweep30_none": runs("sweep30_none", "None, 30 % unlabeled", [80.0, 82.0], 0.3),
+              "sweep85_band": runs("sweep85_band", "Mining, add + band, 85 % unlabeled", [68.0])}
+    series = {s["label"]: s for s in sweep_series(groups)}
+    none = series["no mining"]
+    assert none["x"] == [0.0, 30.0, 85.0] and none["y"] == [85.0, 81.0, 66.0]
+    assert none["low"] == [1.0, 1.0, 0.0] and none["high"] == [1.0, 1.0, 0.0]
+    band = series["mining, add + band"]
+    assert band["x"] == [85.0] and band["y"] == [68.0] and band["style"] == "D"
+    assert plot_sweep(groups, tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"

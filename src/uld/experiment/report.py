@@ -328,31 +328,39 @@ def sweep_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sweep_series(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]]:
+    """The sweep plot's series: ``none``, ``add`` and perfect mining (the oracle as their 0 %
+    point), then any further mining row of a level; each {label, style, x, y, low, high}: test AP
+    mean over seeds and its distance to the lowest and highest seed, sorted by x (% unlabeled)."""
+    labels = {"none": "no mining", "add": "mining (add)", "upper_add": "perfect mining (add)"}
+    sweep = {kind: runs for kind, runs in sorted(groups.items())
+             if runs and runs[0].spec.group == "sweep"}
+    more = {kind.split("_", 1)[1]: _row_label(runs[0]) for kind, runs in sweep.items()
+            if kind.split("_", 1)[1] not in labels}
+    styles = [("none", "o-"), ("add", "s-"), ("upper_add", "^--"),
+              *zip(more, ("D", "v", "P", "X", "*"))]
+    series = []
+    for row, style in styles:
+        points = [(0.0, [_metric(r, "ap") for r in groups["oracle"]])] \
+            if groups.get("oracle") and row in labels else []
+        points += [(100 * runs[0].spec.unlabeled, [_metric(r, "ap") for r in runs])
+                   for kind, runs in sweep.items() if kind.split("_", 1)[1] == row]
+        points.sort()
+        means = [statistics.mean(values) for _, values in points]
+        series.append({"label": labels.get(row) or more[row], "style": style,
+                       "x": [x for x, _ in points], "y": means,
+                       "low": [m - min(v) for m, (_, v) in zip(means, points)],
+                       "high": [max(v) - m for m, (_, v) in zip(means, points)]})
+    return series
+
+
 def plot_sweep(groups: Mapping[str, Sequence[RunResult]], path: Path) -> Path:
-    """AP against the share of unlabeled train lesions: ``none``, ``add`` and perfect mining
-    (mean over seeds, bars from the lowest to the highest seed), the oracle at 0 %."""
+    """AP against the share of unlabeled train lesions (:func:`sweep_series`)."""
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    for row, style in (("none", "o-"), ("add", "s-"), ("upper_add", "^--")):
-        xs, ys, lo, hi = [], [], [], []
-        if groups.get("oracle"):
-            values = [_metric(r, "ap") for r in groups["oracle"]]
-            xs.append(0.0)
-            ys.append(statistics.mean(values))
-            lo.append(ys[-1] - min(values))
-            hi.append(max(values) - ys[-1])
-        for kind, runs in sorted(groups.items()):
-            if kind.startswith("sweep") and kind.split("_", 1)[1] == row:
-                values = [_metric(r, "ap") for r in runs]
-                xs.append(100 * runs[0].spec.unlabeled)
-                ys.append(statistics.mean(values))
-                lo.append(ys[-1] - min(values))
-                hi.append(max(values) - ys[-1])
-        order = np.argsort(xs)
-        label = {"none": "no mining", "add": "mining (add)", "upper_add": "perfect mining (add)"}[row]
-        ax.errorbar(np.asarray(xs)[order], np.asarray(ys)[order],
-                    yerr=[np.asarray(lo)[order], np.asarray(hi)[order]], fmt=style, capsize=3,
-                    label=label)
+    for line in sweep_series(groups):
+        ax.errorbar(line["x"], line["y"], yerr=[line["low"], line["high"]], fmt=line["style"],
+                    capsize=3, label=line["label"])
     ax.set_xlabel("train lesions left unlabeled (%)")
     ax.set_ylabel("test AP (%), P3D")
     ax.grid(alpha=0.3)
