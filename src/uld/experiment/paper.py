@@ -148,7 +148,9 @@ def write_report(out: Path, plan: Budget, runs: list[RunSpec], base_tau: float,
                   "The same images; train labels kept RECIST-style (the largest lesion of each scan "
                   "first, then the second largest, ...) until the given share of train lesions is "
                   "unlabeled. Perfect mining adds the true unlabeled lesions of each training slice "
-                  "(`mining.source=truth`). 'recovers' = (row - none) / (oracle - none).", "",
+                  "(`mining.source=truth`). 'recovers' = (row - none) / (oracle - none), both means "
+                  "over the seeds the row shares with none ('seeds': every seed of the level; the "
+                  "paired table below gives each row's count).", "",
                   sweep_table(sweep), "", "![sweep](sweep.png)", "",
                   "Paired over the seeds each pair shares (95 % t intervals):", "",
                   paired_table(groups, sweep_comparisons(groups))]
