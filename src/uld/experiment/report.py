@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from uld.atomic import atomic_path
 from uld.eval.froc import AVG_FP_RATES as FP_RATES
 from uld.eval.plots import plot_froc
-from uld.experiment.plan import RunSpec
+from uld.experiment.plan import SWEEP_ROWS, RunSpec
 from uld.experiment.stats import Interval, closed_share, paired_by_seed
 
 
@@ -251,15 +251,21 @@ def _closes(groups: Mapping[str, Sequence[RunResult]], top: str, seeds: set[int]
     return f"no {name} to close" if share is None else f"closes {100 * share:.0f} % of {name}"
 
 
+def _sweep_groups(groups: Mapping[str, Sequence[RunResult]]) -> dict[str, tuple[str, str]]:
+    """The sweep's kinds (``sweepNN_ROW``), sorted, each with its level and row: ``("sweep85",
+    "add")``."""
+    return {kind: tuple(kind.split("_", 1)) for kind, runs in sorted(groups.items())
+            if runs and runs[0].spec.group == "sweep"}
+
+
 def sweep_comparisons(groups: Mapping[str, Sequence[RunResult]]) -> list[tuple[str, str, str]]:
     """The paired comparisons of each sparsity level present (kinds ``sweepNN_ROW``): ``add``,
     perfect mining and any further mining row of the level against ``none``, for
     :func:`paired_table`."""
-    sweep = sorted(kind for kind, runs in groups.items() if runs and runs[0].spec.group == "sweep")
+    sweep = _sweep_groups(groups)
     out = []
-    for level in sorted({kind.split("_", 1)[0] for kind in sweep}):
-        more = [kind for kind in sweep if kind.split("_", 1)[0] == level
-                and kind.split("_", 1)[1] not in ("none", "add", "upper_add")]
+    for level in sorted({level for level, _ in sweep.values()}):
+        more = [kind for kind, (lv, row) in sweep.items() if lv == level and row not in SWEEP_ROWS]
         texts = [(f"{level}_add", "what mining (add) recovers"),
                  (f"{level}_upper_add", "what perfect mining recovers"),
                  *((kind, f"what {_row_label(groups[kind][0])} recovers") for kind in more)]
@@ -332,19 +338,18 @@ def sweep_series(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, An
     """The sweep plot's series: ``none``, ``add`` and perfect mining (the oracle as their 0 %
     point), then any further mining row of a level; each {label, style, x, y, low, high}: test AP
     mean over seeds and its distance to the lowest and highest seed, sorted by x (% unlabeled)."""
-    labels = {"none": "no mining", "add": "mining (add)", "upper_add": "perfect mining (add)"}
-    sweep = {kind: runs for kind, runs in sorted(groups.items())
-             if runs and runs[0].spec.group == "sweep"}
-    more = {kind.split("_", 1)[1]: _row_label(runs[0]) for kind, runs in sweep.items()
-            if kind.split("_", 1)[1] not in labels}
+    labels = dict(zip(SWEEP_ROWS, ("no mining", "mining (add)", "perfect mining (add)")))
+    sweep = _sweep_groups(groups)
+    more = {row: _row_label(groups[kind][0]) for kind, (_, row) in sweep.items()
+            if row not in labels}
     styles = [("none", "o-"), ("add", "s-"), ("upper_add", "^--"),
               *zip(more, ("D", "v", "P", "X", "*"))]
     series = []
     for row, style in styles:
         points = [(0.0, [_metric(r, "ap") for r in groups["oracle"]])] \
             if groups.get("oracle") and row in labels else []
-        points += [(100 * runs[0].spec.unlabeled, [_metric(r, "ap") for r in runs])
-                   for kind, runs in sweep.items() if kind.split("_", 1)[1] == row]
+        points += [(100 * groups[kind][0].spec.unlabeled, [_metric(r, "ap") for r in groups[kind]])
+                   for kind, (_, kind_row) in sweep.items() if kind_row == row]
         points.sort()
         means = [statistics.mean(values) for _, values in points]
         series.append({"label": labels.get(row) or more[row], "style": style,
