@@ -98,19 +98,23 @@ def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
 
     def runs(kind: str, label: str, aps: dict[int, float], group: str = "sweep") -> list[RunResult]:
         return [RunResult(RunSpec(f"{kind}_s{seed}", label, kind, seed, (), group=group,
-                                  unlabeled=0.85 if group == "sweep" else None),
+                                  mined="none" not in kind, unlabeled=0.85 if group == "sweep" else None),
                           {"ap": ap / 100, "avg": ap / 100}, {}, 0.9, 1.0)
                 for seed, ap in aps.items()]
 
     groups = {"oracle": runs("oracle", "Oracle", {0: 90.0, 1: 90.0}, group="main"),
-              "sweep85_none": runs("sweep85_none", "None, 85 % unlabeled",
+              "sweep85_none": runs("sweep85_none", "EMA teacher, no mining, 85 % unlabeled",
                                    {0: 70.0, 1: 70.0, 2: 60.0, 3: 60.0}),
               "sweep85_add": runs("sweep85_add", "Mining, add, 85 % unlabeled",
                                   {0: 72.0, 1: 72.0, 2: 62.0, 3: 62.0}),
               "sweep85_upper_add": runs("sweep85_upper_add", "Perfect mining, add, 85 % unlabeled",
                                         {0: 80.0, 1: 80.0}),
               "sweep85_tau0.85": runs("sweep85_tau0.85", "Mining, add, tau 0.85, 85 % unlabeled",
-                                      {0: 71.0, 1: 71.0})}
+                                      {0: 71.0, 1: 71.0}),
+              "sweep85_none_zoom": runs("sweep85_none_zoom",
+                                        "EMA teacher, no mining, zoom, 85 % unlabeled", {0: 75.0}),
+              "sweep85_add_zoom": runs("sweep85_add_zoom", "Mining, add, zoom, 85 % unlabeled",
+                                       {0: 77.0})}
     (record,) = sweep_rows(groups)
     assert record["none"] == 65.0 and record["upper_add"] == 80.0
     # perfect mining against the baseline's seeds 0 and 1 (70), not its mean over four (65)
@@ -119,6 +123,10 @@ def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
     assert sweep_comparisons(groups) == [
         ("sweep85_add", "sweep85_none", "85 % unlabeled: what mining (add) recovers"),
         ("sweep85_upper_add", "sweep85_none", "85 % unlabeled: what perfect mining recovers"),
+        ("sweep85_add_zoom", "sweep85_none_zoom",
+         "85 % unlabeled: mining, add, zoom against EMA teacher, no mining, zoom"),
+        ("sweep85_none_zoom", "sweep85_none",
+         "85 % unlabeled: EMA teacher, no mining, zoom against EMA teacher, no mining"),
         ("sweep85_tau0.85", "sweep85_none", "85 % unlabeled: what mining, add, tau 0.85 recovers")]
 
 

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from uld.atomic import atomic_path
 from uld.eval.froc import AVG_FP_RATES as FP_RATES
 from uld.eval.plots import plot_froc
-from uld.experiment.plan import SWEEP_ROWS, RunSpec
+from uld.experiment.plan import SWEEP_REFERENCE, SWEEP_ROWS, RunSpec
 from uld.experiment.stats import Interval, closed_share, paired_by_seed
 
 
@@ -260,23 +260,29 @@ def _sweep_groups(groups: Mapping[str, Sequence[RunResult]]) -> dict[str, tuple[
 
 def sweep_comparisons(groups: Mapping[str, Sequence[RunResult]]) -> list[tuple[str, str, str]]:
     """The paired comparisons of each sparsity level present (kinds ``sweepNN_ROW``): ``add``,
-    perfect mining and any further mining row of the level against ``none``, for
-    :func:`paired_table`."""
+    perfect mining and any further row of the level against ``none``, or against the row
+    ``SWEEP_REFERENCE`` names for it (when the level has that row), for :func:`paired_table`."""
     sweep = _sweep_groups(groups)
     out = []
     for level in sorted({level for level, _ in sweep.values()}):
-        more = [kind for kind, (lv, row) in sweep.items() if lv == level and row not in SWEEP_ROWS]
-        texts = [(f"{level}_add", "what mining (add) recovers"),
-                 (f"{level}_upper_add", "what perfect mining recovers"),
-                 *((kind, f"what {_row_label(groups[kind][0])} recovers") for kind in more)]
-        out += [(kind, f"{level}_none", f"{level[5:]} % unlabeled: {text}") for kind, text in texts]
+        none = f"{level}_none"
+        texts = [(f"{level}_add", none, "what mining (add) recovers"),
+                 (f"{level}_upper_add", none, "what perfect mining recovers")]
+        for kind, (lv, row) in sweep.items():
+            reference = f"{level}_{SWEEP_REFERENCE.get(row, 'none')}"
+            if lv == level and row not in SWEEP_ROWS and reference in groups:
+                label = _row_label(groups[kind][0])
+                texts.append((kind, reference,
+                              f"what {label} recovers" if reference == none and groups[kind][0].spec.mined
+                              else f"{label} against {_row_label(groups[reference][0])}"))
+        out += [(kind, ref, f"{level[5:]} % unlabeled: {text}") for kind, ref, text in texts]
     return out
 
 
 def _row_label(run: RunResult) -> str:
     """A sweep run's row without its sparsity level: 'mining, add, tau 0.85'."""
     base = run.spec.label.rsplit(", ", 1)[0]
-    return base[:1].lower() + base[1:]
+    return base if base[1:2].isupper() else base[:1].lower() + base[1:]
 
 
 def sweep_rows(groups: Mapping[str, Sequence[RunResult]]) -> list[dict[str, Any]]:
