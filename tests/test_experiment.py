@@ -33,10 +33,10 @@ def test_plan_has_the_papers_rows_with_one_budget():
     more = {r.name for r in sweep if r.seed > 1 or r.kind.split("_", 1)[1] not in SWEEP_ROWS}
     assert more == {*(f"sweep85_{kind}_s{seed}" for kind in ("none", "add", "upper_add")
                       for seed in (2, 3, 4)),
-                    *(f"sweep85_{kind}_s{seed}" for kind in ("tau0.85", "band", "none_zoom", "add_zoom")
+                    *(f"sweep85_{kind}_s{seed}" for kind in ("tau0.85", "band", "none_aug", "add_aug")
                       for seed in (0, 1))}
-    zoom = next(r for r in sweep if r.name == "sweep85_add_zoom_s1")
-    assert {"mining.policy=add", "train.resize_range=[0.5, 1.2]"} <= set(zoom.overrides)
+    aug = next(r for r in sweep if r.name == "sweep85_add_aug_s1")
+    assert {"mining.policy=add", "train.hflip=0.5", "train.resize_range=[0.6, 1.4]"} <= set(aug.overrides)
     band = next(r for r in sweep if r.name == "sweep85_band_s1")
     assert {"mining.ignore_low=0.5", "train.seed=1",
             "data.annotations=annotations_unlabeled85.csv"} <= set(band.overrides)

@@ -111,9 +111,9 @@ def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
                                         {0: 80.0, 1: 80.0}),
               "sweep85_tau0.85": runs("sweep85_tau0.85", "Mining, add, tau 0.85, 85 % unlabeled",
                                       {0: 71.0, 1: 71.0}),
-              "sweep85_none_zoom": runs("sweep85_none_zoom",
-                                        "EMA teacher, no mining, zoom, 85 % unlabeled", {0: 75.0}),
-              "sweep85_add_zoom": runs("sweep85_add_zoom", "Mining, add, zoom, 85 % unlabeled",
+              "sweep85_none_aug": runs("sweep85_none_aug",
+                                        "EMA teacher, no mining, aug, 85 % unlabeled", {0: 75.0}),
+              "sweep85_add_aug": runs("sweep85_add_aug", "Mining, add, aug, 85 % unlabeled",
                                        {0: 77.0})}
     (record,) = sweep_rows(groups)
     assert record["none"] == 65.0 and record["upper_add"] == 80.0
@@ -123,10 +123,10 @@ def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
     assert sweep_comparisons(groups) == [
         ("sweep85_add", "sweep85_none", "85 % unlabeled: what mining (add) recovers"),
         ("sweep85_upper_add", "sweep85_none", "85 % unlabeled: what perfect mining recovers"),
-        ("sweep85_add_zoom", "sweep85_none_zoom",
-         "85 % unlabeled: mining, add, zoom against EMA teacher, no mining, zoom"),
-        ("sweep85_none_zoom", "sweep85_none",
-         "85 % unlabeled: EMA teacher, no mining, zoom against EMA teacher, no mining"),
+        ("sweep85_add_aug", "sweep85_none_aug",
+         "85 % unlabeled: mining, add, aug against EMA teacher, no mining, aug"),
+        ("sweep85_none_aug", "sweep85_none",
+         "85 % unlabeled: EMA teacher, no mining, aug against EMA teacher, no mining"),
         ("sweep85_tau0.85", "sweep85_none", "85 % unlabeled: what mining, add, tau 0.85 recovers")]
 
 

@@ -211,6 +211,10 @@ class TrainConfig:
     lr_decay_gamma: float = 0.1
     resize_range: tuple[float, float] = (0.8, 1.2)
     """Student random resize ratio; the teacher always sees ratio 1.0."""
+    hflip: float = 0.0
+    """Probability that a student image is mirrored left-right, its boxes with it (MMDetection's
+    ``RandomFlip``); the teacher mines on the image as it is. 0 = off (the paper states no
+    flipping)."""
     eval_every: int = 2_000
     checkpoint_every: int = 2_000
     log_every: int = 20

@@ -70,6 +70,7 @@ RULES: dict[str, Rule] = {
     "train.lr_decay_at": _FRACTIONS,
     "train.lr_decay_gamma": _POSITIVE,
     "train.resize_range": _RESIZE,
+    "train.hflip": _UNIT,
     "train.eval_every": _at_least(1),
     "train.checkpoint_every": _at_least(1),
     "train.log_every": _at_least(1),

@@ -1,6 +1,6 @@
 import torch
 
-from uld.train.distributed import Context, batch_indices, resize_ratio
+from uld.train.distributed import Context, batch_indices, flip_draws, resize_ratio
 from uld.train.loop import StepBatches
 from uld.train.schedule import learning_rate
 
@@ -43,6 +43,14 @@ def test_resize_ratio_in_range_and_reproducible():
     assert all(0.8 <= r <= 1.2 for r in ratios)
     assert ratios == [resize_ratio(s, 0, 0.8, 1.2) for s in range(50)]
     assert resize_ratio(5, 0, 1.0, 1.0) == 1.0
+
+
+def test_flip_draws_are_reproducible_and_follow_the_probability():
+    draws = [d for s in range(500) for d in flip_draws(s, 0, 4, 0.5)]
+    assert 0.4 < sum(draws) / len(draws) < 0.6
+    assert draws == [d for s in range(500) for d in flip_draws(s, 0, 4, 0.5)]
+    assert [flip_draws(s, 1, 4, 0.5) for s in range(8)] != [flip_draws(s, 0, 4, 0.5) for s in range(8)]
+    assert flip_draws(3, 0, 4, 0.0) == [False] * 4 and flip_draws(3, 0, 4, 1.0) == [True] * 4
 
 
 def test_step_decay_multiplies_by_gamma_at_each_fraction_after_warm_up():

@@ -133,3 +133,29 @@ def test_a_lesion_labeled_on_a_nearby_slice_is_neither_mined_nor_background(monk
     assert torch.allclose(seen[-1][1]["boxes"], torch.tensor([missing]) * ratio)
     assert torch.allclose(seen[-1][1]["ignore_boxes"], torch.tensor([lesion]) * ratio)
     assert "ignore_boxes" not in seen[-1][0]
+
+
+def test_a_mirrored_student_image_carries_its_known_and_mined_boxes_with_it():
+    from uld.train.loop import student_batch
+
+    config, *_ = _parts("mining.policy=add")
+    batch = _batch(config.data.num_slices)
+    mined = [torch.tensor([[40.0, 40.0, 56.0, 56.0]]), torch.zeros((0, 4))]
+    images, targets = student_batch(batch, mined, 1.0, config, flips=[True, False])
+    assert torch.equal(images[0], batch[0].image.flip(-1)) and torch.equal(images[1], batch[1].image)
+    # 64 pixels wide: x1, x2 -> 64 - x2, 64 - x1 for the known box and the mined one alike
+    assert torch.equal(targets[0]["boxes"], torch.tensor([[34.0, 10.0, 54.0, 30.0], [8.0, 40.0, 24.0, 56.0]]))
+    assert torch.equal(targets[1]["boxes"], batch[1].boxes)
+    plain, _ = student_batch(batch, mined, 1.0, config)
+    assert torch.equal(plain[0], batch[0].image)
+
+
+def test_hflip_trains_a_step_and_is_range_checked():
+    from uld.config import ConfigError
+
+    config, student, teacher, optimizer = _parts("mining.policy=add", "mining.source=truth",
+                                                 "train.hflip=1.0")
+    result = train_step(2, _batch(config.data.num_slices), student, teacher, optimizer, config)
+    assert result.mining.mined == 2 and torch.isfinite(torch.tensor(result.loss))
+    with pytest.raises(ConfigError, match=r"train.hflip.*\[0, 1\]"):
+        load_config("demo", ["train.hflip=1.5"])

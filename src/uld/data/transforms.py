@@ -29,3 +29,10 @@ def scale_boxes(boxes_xyxy: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     """Boxes (Tensor[N, 4]) of an image scaled by ``sx`` along x and ``sy`` along y."""
     factor = torch.tensor([sx, sy, sx, sy], dtype=boxes_xyxy.dtype, device=boxes_xyxy.device)
     return boxes_xyxy * factor
+
+
+def flip_boxes(boxes_xyxy: torch.Tensor, width: float) -> torch.Tensor:
+    """Boxes (Tensor[N, 4]) of an image ``width`` pixels wide, mirrored left-right with it
+    (``image.flip(-1)``): x1, x2 become width - x2, width - x1."""
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
+    return torch.stack([width - x2, y1, width - x1, y2], dim=-1)

@@ -67,6 +67,15 @@ def batch_indices(step: int, dataset_size: int, batch_size: int, seed: int, rank
     return out
 
 
+def flip_draws(step: int, seed: int, n: int, probability: float) -> list[bool]:
+    """Which of the step's ``n`` student images are mirrored (``train.hflip``), from their own
+    seeded generator (the same on every rank, as the resize ratio)."""
+    if probability == 0:
+        return [False] * n
+    generator = torch.Generator().manual_seed(seed * 104_729 + step + 1)
+    return (torch.rand(n, generator=generator) < probability).tolist()
+
+
 def resize_ratio(step: int, seed: int, low: float, high: float) -> float:
     """The student's resize ratio at ``step``, drawn from its own seeded generator."""
     if low == high:

@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from uld.atomic import write_text
 from uld.config import SPEED_ONLY, Config, config_differences, config_to_dict, save_config
 from uld.data.samples import KeySliceDataset, Sample, collate
 from uld.data.sources import TrainingData, open_training_data
-from uld.data.transforms import resize_image, scale_boxes
+from uld.data.transforms import flip_boxes, resize_image, scale_boxes
 from uld.mining.diagnostics import MiningCounts
 from uld.mining.ema import EMATeacher
 from uld.mining.export import export_mined
@@ -47,7 +48,14 @@ from uld.model.build import build_detector
 from uld.model.precision import Autocast, autocast, check_amp, device_habits, grad_scaler
 from uld.train.checkpoint import atomic_save, load_checkpoint, model_file, resume_file, set_rng_state
 from uld.train.dataloader import make_loader, worker_count
-from uld.train.distributed import Context, batch_indices, context, local_world_size, resize_ratio
+from uld.train.distributed import (
+    Context,
+    batch_indices,
+    context,
+    flip_draws,
+    local_world_size,
+    resize_ratio,
+)
 from uld.train.guard import FiniteGuard, StopOnInterrupt, TrainingInterrupted
 from uld.train.logging import RunLogger
 from uld.train.schedule import build_optimizer, learning_rate
@@ -122,8 +130,10 @@ def train_step(
     t1 = time.perf_counter()
 
     ratio = resize_ratio(step, tc.seed, *tc.resize_range)
+    flips = flip_draws(step, tc.seed, len(batch), tc.hflip)
     with autocast(tc.amp, device):
-        losses = model(*student_batch(batch, mined, ratio, config, device, uncertain=uncertain))
+        losses = model(*student_batch(batch, mined, ratio, config, device, uncertain=uncertain,
+                                      flips=flips))
     loss = sum(losses.values())
     # the one host sync of the step's losses: the guard and the records read the same floats
     values = dict(zip([*losses, "total"],
@@ -381,22 +391,35 @@ class StepBatches(torch.utils.data.Sampler):
 def student_batch(
     batch: list[Sample], mined: list[torch.Tensor], ratio: float, config: Config,
     device: torch.device | str = "cpu", uncertain: list[torch.Tensor] | None = None,
+    flips: list[bool] | None = None,
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """The student's view of a batch: every image resized by ``ratio``, and its known boxes,
-    mined boxes, uncertain boxes (the ignore band), nearby boxes (``data.unlabeled_neighbours``)
-    and hard negatives (image frame) scaled alike and combined as the mining policy says."""
+    """The student's view of a batch: every image resized by ``ratio`` and mirrored left-right
+    where ``flips`` says, and its known boxes, mined boxes, uncertain boxes (the ignore band),
+    nearby boxes (``data.unlabeled_neighbours``) and hard negatives (image frame) moved alike
+    and combined as the mining policy says."""
     resized, targets = [], []
     for i, (sample, m) in enumerate(zip(batch, mined)):
         out, sx, sy = resize_image(sample.image.to(device), ratio)
+        flip = bool(flips and flips[i])
+        if flip:
+            out = out.flip(-1)
+        place = partial(_moved, sx=sx, sy=sy, flip_width=out.shape[-1] if flip else None,
+                        device=device)
         resized.append(out)
         targets.append(targets_for_student(
-            scale_boxes(sample.boxes.to(device), sx, sy), scale_boxes(m, sx, sy),
-            config.mining.policy, config.mining.regress_mined,
-            scale_boxes(sample.hard_negatives.to(device), sx, sy),
-            None if uncertain is None else scale_boxes(uncertain[i], sx, sy),
-            scale_boxes(sample.nearby.to(device), sx, sy) if len(sample.nearby) else None,
+            place(sample.boxes), place(m), config.mining.policy, config.mining.regress_mined,
+            place(sample.hard_negatives), None if uncertain is None else place(uncertain[i]),
+            place(sample.nearby) if len(sample.nearby) else None,
         ))
     return resized, targets
+
+
+def _moved(boxes: torch.Tensor, sx: float, sy: float, flip_width: float | None,
+           device: torch.device | str) -> torch.Tensor:
+    """Boxes (Tensor[N, 4]) of a sample in the student's image: scaled, then mirrored in an
+    image ``flip_width`` pixels wide (None: not mirrored)."""
+    boxes = scale_boxes(boxes.to(device), sx, sy)
+    return boxes if flip_width is None else flip_boxes(boxes, flip_width)
 
 
 def _check_resumable(saved: dict[str, Any], config: Config, path: Path) -> None:
