@@ -92,7 +92,7 @@ def test_paired_table_shows_the_validation_difference_settings_are_chosen_on():
     assert cells[2:4] == ["2", "+1.5 [-4.9, +7.9]"] and cells[6] == "+2.5 [-3.9, +8.9]"
 
 
-def test_sweep_recovery_pairs_seeds_and_compares_every_mining_row_of_a_level():
+def test_sweep_recovery_pairs_seeds_and_compares_each_further_row_with_its_reference():
     from uld.experiment.plan import RunSpec
     from uld.experiment.report import RunResult, sweep_comparisons, sweep_rows
 
