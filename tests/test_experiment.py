@@ -25,7 +25,9 @@ def test_plan_has_the_papers_rows_with_one_budget():
         assert "data.unlabeled_neighbours=2" in nb.overrides and "mining.policy=add" in nb.overrides
         late = next(r for r in runs if r.name == f"nb2late_s{seed}")
         assert {"data.unlabeled_neighbours=2", "data.unlabeled_neighbours_from=2500"} <= set(late.overrides)
-    assert {"add_pminus_s0", "none_random_s0", "add_random_s0"} <= set(names)
+    assert {"add_pminus_s0", "none_random_s0", "add_random_s0", "oracle_aug_s1"} <= set(names)
+    oracle_aug = next(r for r in runs if r.name == "oracle_aug_s1")
+    assert {"data.annotations=annotations_full.csv", "train.hflip=0.5"} <= set(oracle_aug.overrides)
     assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
     sweep = [r for r in runs if r.group == "sweep"]
     assert len(sweep) == 4 * 3 * 2 + 3 * 3 + 4 * 2

@@ -7,7 +7,8 @@ data). Runs come in three groups:
 - ``main``: oracle, baseline (``none``), ``add`` and ``ignore``, once per seed of the budget;
 - ``ablations``: tau 0.95 / 0.85 / 0.80, step lr decay and the ignore band (their reference is
   the ``add`` run of the same seed), the upper bounds of mining (``mining.source=truth``), ``add`` + hard
-  negatives, and the missingness control (as many train labels, dropped at random);
+  negatives, the oracle with stronger augmentation (``AUGMENT``; the 0 % point of the 85 %
+  ``aug`` rows), and the missingness control (as many train labels, dropped at random);
 - ``sweep``: ``none``, ``add`` and perfect mining at each sparsity level of the benchmark
   (the share of train lesions left unlabeled; the 0 % point is the oracle).
 """
@@ -206,6 +207,8 @@ def _ablation_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
                             f"slices within {NEIGHBOURS}", f"upper_nb{NEIGHBOURS}", seed,
                             ("mining.policy=add", "mining.source=truth", *nb, *s), mined=True,
                             group="ablations"))
+        runs.append(RunSpec(f"oracle_aug_s{seed}", "Oracle, flip and resize 0.6-1.4", "oracle_aug",
+                            seed, (*_SEEDED["oracle"][1], *AUGMENT, *s), group="ablations"))
         for kind, label, policy in (
                 ("upper_add", "Upper bound: add the true unlabeled lesions", "add"),
                 ("upper_ignore", "Upper bound: ignore the true unlabeled lesions", "ignore")):

@@ -180,6 +180,8 @@ COMPARISONS = (
     ("add_pminus", "add", "hard negatives (P-) against add"),
     ("none_random", "none", "random missingness against the benchmark's (no mining)"),
     ("add_random", "none_random", "mining under random missingness"),
+    ("oracle_aug", "oracle", "flip and resize 0.6-1.4 against the preset's augmentation (complete labels)"),
+    ("oracle_aug", "sweep85_none_aug", "85 % unlabeled, flip and resize 0.6-1.4: what missing labels cost"),
 )
 
 
@@ -225,7 +227,7 @@ def gap_lines(groups: Mapping[str, Sequence[RunResult]]) -> list[str]:
         return []
     for kind in groups:
         if kind == "none" or kind in GAP_TOPS or kind.endswith(("_random", "_largest")) \
-                or kind.startswith("sweep"):
+                or kind.startswith(("sweep", "oracle")):
             continue
         change = compare(groups, kind, "none")
         if change is None:
