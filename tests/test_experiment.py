@@ -30,13 +30,13 @@ def test_plan_has_the_papers_rows_with_one_budget():
     assert {"data.annotations=annotations_full.csv", "train.hflip=0.5"} <= set(oracle_aug.overrides)
     assert "none_largest_s0" not in names  # the benchmark's own labels are largest-first
     sweep = [r for r in runs if r.group == "sweep"]
-    assert len(sweep) == 4 * 3 * 2 + 3 * 3 + 4 * 2
+    assert len(sweep) == 4 * 3 * 2 + 3 * 3 + 2 * 2 + 2 * 3
     assert {r.unlabeled for r in sweep} == {0.3, 0.55, 0.7, 0.85}
     more = {r.name for r in sweep if r.seed > 1 or r.kind.split("_", 1)[1] not in SWEEP_ROWS}
     assert more == {*(f"sweep85_{kind}_s{seed}" for kind in ("none", "add", "upper_add")
                       for seed in (2, 3, 4)),
-                    *(f"sweep85_{kind}_s{seed}" for kind in ("tau0.85", "band", "none_aug", "add_aug")
-                      for seed in (0, 1))}
+                    *(f"sweep85_{kind}_s{seed}" for kind in ("tau0.85", "band") for seed in (0, 1)),
+                    *(f"sweep85_{kind}_s{seed}" for kind in ("none_aug", "add_aug") for seed in (0, 1, 2))}
     aug = next(r for r in sweep if r.name == "sweep85_add_aug_s1")
     assert {"mining.policy=add", "train.hflip=0.5", "train.resize_range=[0.6, 1.4]"} <= set(aug.overrides)
     band = next(r for r in sweep if r.name == "sweep85_band_s1")

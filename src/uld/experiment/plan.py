@@ -113,12 +113,13 @@ BUDGETS = {
         "default", BENCHMARK, (), (0, 1, 2, 3, 4),
         "the demo preset's 5,000 steps a run; five seeds for the main rows, two for the "
         "ablations and each sweep point; at 85 % unlabeled five for none, add and perfect "
-        "mining, and two of tau 0.85, of the ignore band and of none and add with stronger augmentation",
+        "mining, two of tau 0.85 and of the ignore band, and three of none and add with "
+        "stronger augmentation",
         ablation_seeds=(0, 1), sweep_seeds=(0, 1),
         sweep_more=((0.85, "none", (2, 3, 4)), (0.85, "add", (2, 3, 4)),
                     (0.85, "upper_add", (2, 3, 4)),
                     (0.85, "tau0.85", (0, 1)), (0.85, "band", (0, 1)),
-                    (0.85, "none_aug", (0, 1)), (0.85, "add_aug", (0, 1))),
+                    (0.85, "none_aug", (0, 1, 2)), (0.85, "add_aug", (0, 1, 2))),
     ),
     "small": Budget(
         "small", BENCHMARK, (), (0,),
