@@ -18,23 +18,18 @@ with a lesion unlabeled on the slice, as in the training diagnostics), precision
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 import torch
 
-from uld.config import MiningConfig, config_from_dict
+from uld.config import config_from_dict
 from uld.data.samples import KeySliceDataset
 from uld.data.sources import open_training_data
+from uld.data.transforms import flip_boxes
 from uld.mining.diagnostics import MiningCounts
 from uld.mining.filter import supported
 from uld.mining.harvest import count_mining, mine_samples
 from uld.model.build import build_detector
 from uld.train.checkpoint import load_checkpoint
-
-
-def _unflip(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """Boxes (Tensor[N, 4]) found on a left-right flipped image, in the original's pixels."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
 def study(path: str) -> None:
@@ -47,27 +42,26 @@ def study(path: str) -> None:
     dataset = KeySliceDataset(data.store, data.labels, config.data, data.truth,
                               source=data.source, context=True)
     m = config.mining
-    variants: dict[str, MiningConfig] = {
-        "as trained": m,
-        "3D, either": replace(m, consistency_neighbours=1),
-        "3D, both": replace(m, consistency_neighbours=2),
-    }
-    counts = {name: MiningCounts() for name in [*variants, "flip", "flip >= tau"]}
+    # (neighbour views, score floor, views needed) of each filter on top of the run's settings
+    filters = {"3D, either": ("3D", m.consistency_score, 1), "3D, both": ("3D", m.consistency_score, 2),
+               "flip": ("flip", 0.5, 1), "flip >= tau": ("flip", m.tau, 1)}
+    counts = {name: MiningCounts() for name in ["as trained", *filters]}
     for start in range(0, len(dataset), 16):
         batch = [dataset[i] for i in range(start, min(start + 16, len(dataset)))]
-        plain = None
-        for name, mining in variants.items():
-            mined = mine_samples(teacher, batch, mining)
-            counts[name] = counts[name] + count_mining(batch, [b for b, _ in mined])
-            plain = mined if name == "as trained" else plain
-        with torch.inference_mode():
+        plain = [boxes for boxes, _ in mine_samples(teacher, batch, m)]
+        counts["as trained"] = counts["as trained"] + count_mining(batch, plain)
+        with torch.inference_mode():  # one pass over each view of the whole batch
+            below = teacher([s.context[:-2] for s in batch])
+            above = teacher([s.context[2:] for s in batch])
             flipped = teacher([s.image.flip(-1) for s in batch])
-        for name, floor in (("flip", 0.5), ("flip >= tau", m.tau)):
-            kept = []
-            for sample, (boxes, _), p in zip(batch, plain, flipped):
-                view = (_unflip(p["boxes"], sample.image.shape[-1]), p["scores"])
-                kept.append(boxes[supported(boxes, [view], floor, 0.5, 1)])
-            counts[name] = counts[name] + count_mining(batch, kept)
+        for i, sample in enumerate(batch):
+            width = sample.image.shape[-1]
+            views = {"3D": [(p["boxes"], p["scores"]) for p in (below[i], above[i])],
+                     "flip": [(flip_boxes(flipped[i]["boxes"], width), flipped[i]["scores"])]}
+            for name, (view, floor, needed) in filters.items():
+                iou = m.consistency_iou if view == "3D" else 0.5
+                kept = plain[i][supported(plain[i], views[view], floor, iou, needed)]
+                counts[name] = counts[name] + count_mining([sample], [kept])
     step = checkpoint.get("step", "?")
     print(f"\n{path} (step {step}, tau {m.tau}, {len(dataset)} training slices)")
     print("| filter | mined | true | precision | recall |")
