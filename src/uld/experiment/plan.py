@@ -35,6 +35,7 @@ when the baseline's teacher is near its plateau. From step 0 (``nb2``) the neigh
 young teacher mines nothing, held the teacher about 1,000 steps behind the baseline."""
 SWEEP_ROWS = ("none", "add", "upper_add")
 AUGMENT = ("train.hflip=0.5", "train.resize_range=[0.6, 1.4]")
+AUGMENT_LABEL = "flip and resize 0.6-1.4"
 """The ``aug`` rows' stronger augmentation (the preset: no flip, resize 0.8-1.2). At 85 %
 unlabeled the final teachers score the labeled lesions on their 153 training slices >= 0.9 at
 every size (8-12 pixels: 0.97) and the unlabeled ones of the same sizes near 0 (8-12 pixels:
@@ -208,7 +209,7 @@ def _ablation_runs(budget: Budget, base_tau: float) -> list[RunSpec]:
                             f"slices within {NEIGHBOURS}", f"upper_nb{NEIGHBOURS}", seed,
                             ("mining.policy=add", "mining.source=truth", *nb, *s), mined=True,
                             group="ablations"))
-        runs.append(RunSpec(f"oracle_aug_s{seed}", "Oracle, flip and resize 0.6-1.4", "oracle_aug",
+        runs.append(RunSpec(f"oracle_aug_s{seed}", f"Oracle, {AUGMENT_LABEL}", "oracle_aug",
                             seed, (*_SEEDED["oracle"][1], *AUGMENT, *s), group="ablations"))
         for kind, label, policy in (
                 ("upper_add", "Upper bound: add the true unlabeled lesions", "add"),
@@ -248,9 +249,8 @@ SWEEP_MORE_ROWS = {
     "tau0.85": ("Mining, add, tau 0.85", ("mining.policy=add", "mining.tau=0.85"), True),
     "band": (f"Mining, add + ignore band [{IGNORE_LOW}, tau)",
              ("mining.policy=add", f"mining.ignore_low={IGNORE_LOW}"), True),
-    "none_aug": ("EMA teacher, no mining, flip and resize 0.6-1.4", ("mining.policy=none", *AUGMENT),
-                 False),
-    "add_aug": ("Mining, add, flip and resize 0.6-1.4", ("mining.policy=add", *AUGMENT), True),
+    "none_aug": (f"EMA teacher, no mining, {AUGMENT_LABEL}", ("mining.policy=none", *AUGMENT), False),
+    "add_aug": (f"Mining, add, {AUGMENT_LABEL}", ("mining.policy=add", *AUGMENT), True),
 }
 """Further rows for the sweep levels with the most to recover: mining settings that validation
 preferred to the paper's on the headline benchmark (the tau and ignore-band ablations), and

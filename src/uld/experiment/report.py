@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from uld.atomic import atomic_path
 from uld.eval.froc import AVG_FP_RATES as FP_RATES
 from uld.eval.plots import plot_froc
-from uld.experiment.plan import SWEEP_REFERENCE, SWEEP_ROWS, RunSpec
+from uld.experiment.plan import AUGMENT_LABEL, SWEEP_REFERENCE, SWEEP_ROWS, RunSpec
 from uld.experiment.stats import Interval, closed_share, paired_by_seed
 
 
@@ -180,8 +180,8 @@ COMPARISONS = (
     ("add_pminus", "add", "hard negatives (P-) against add"),
     ("none_random", "none", "random missingness against the benchmark's (no mining)"),
     ("add_random", "none_random", "mining under random missingness"),
-    ("oracle_aug", "oracle", "flip and resize 0.6-1.4 against the preset's augmentation (complete labels)"),
-    ("oracle_aug", "sweep85_none_aug", "85 % unlabeled, flip and resize 0.6-1.4: what missing labels cost"),
+    ("oracle_aug", "oracle", f"{AUGMENT_LABEL} against the preset's augmentation (complete labels)"),
+    ("oracle_aug", "sweep85_none_aug", f"85 % unlabeled, {AUGMENT_LABEL}: what missing labels cost"),
 )
 
 
