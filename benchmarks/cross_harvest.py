@@ -27,16 +27,19 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from uld.atomic import write_text
+from uld.boxes import area, iou
 from uld.config import load_config
 from uld.data.annotations import read_gt
 from uld.data.dataset import Annotations, DatasetFolder
 from uld.data.samples import KeySliceDataset
 from uld.data.sources import open_training_data
 from uld.experiment.runner import evaluate_run, train_or_reuse
-from uld.infer.predict import load_model
+from uld.infer.predict import load_model, predict_volume
 from uld.mining.harvest import harvest
 
 FOLDS = 2
@@ -62,6 +65,83 @@ def label_rows(labels: Annotations, volumes: set[str]) -> list[tuple]:
             if str(v) in volumes]
 
 
+def _intersection_over_smaller(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(M,) intersection of ``box`` (4,) with each of ``others`` (M, 4) over the smaller area."""
+    lt = np.maximum(box[:2], others[:, :2])
+    rb = np.minimum(box[2:], others[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    smaller = np.minimum(area(box[None])[0], area(others))
+    return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0)
+
+
+def known_lesion(tracklet: list, known: list[tuple[int, np.ndarray]], iou_thresh: float,
+                 contain_thresh: float, reach: int = 2) -> bool:
+    """Whether ``tracklet`` ([(z, [x1, y1, x2, y2, score])]) is a labeled lesion: one of its boxes
+    within ``reach`` slices of a labeled box overlaps it (IoU >= ``iou_thresh`` or intersection
+    over the smaller box >= ``contain_thresh``; the mining's GT NMS and containment)."""
+    for z, row in tracklet:
+        for kz, kbox in known:
+            if abs(z - kz) <= reach:
+                box = np.asarray(row[:4], dtype=np.float64)
+                if iou(box[None], kbox[None])[0, 0] >= iou_thresh or \
+                        _intersection_over_smaller(box, kbox[None])[0] >= contain_thresh:
+                    return True
+    return False
+
+
+def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annotations,
+                    config, truth: Annotations, labeled: set[tuple[str, str]],
+                    progress: bool = False) -> tuple[list, dict]:
+    """Mine whole training volumes: each volume's tracklets from the teacher that never trained
+    on it (``assign``), kept where their score is >= tau and they overlap no labeled lesion.
+    Returns the kept tracklets as (volume, tracklet) and the counts against ``truth``: a kept
+    tracklet is true when its best box hits (IoU >= 0.5) an unlabeled lesion on that slice."""
+    known: dict[str, list] = {}
+    for v, z, box in zip(labels.volume, labels.z, labels.boxes):
+        known.setdefault(str(v), []).append((int(z), np.asarray(box, dtype=np.float64)))
+    rows_by_slice: dict[tuple[str, int], list[int]] = {}
+    for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
+        rows_by_slice.setdefault((str(v), int(z)), []).append(i)
+    lesion_ids = truth.extra["lesion"]
+    unlabeled = {(str(v), str(les)) for v, les in zip(truth.volume, lesion_ids)} - labeled
+    kept, hits, true = [], set(), 0
+    m = config.mining
+    for name in tqdm(sorted(assign), desc="harvest volumes", unit="vol", leave=False,
+                     disable=not progress):
+        with torch.inference_mode():
+            tracklets = predict_volume(teachers[assign[name]], store[name], config, "cpu")
+        for t in tracklets:
+            z, best = max(t, key=lambda zb: zb[1][4])
+            if best[4] < m.tau or known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain):
+                continue
+            kept.append((name, t))
+            rows = rows_by_slice.get((name, int(z)), [])
+            if rows:
+                overlap = iou(np.asarray(best[:4])[None], truth.boxes[rows])[0]
+                hit = [(name, str(lesion_ids[rows[j]])) for j in np.flatnonzero(overlap >= 0.5)]
+                hit = [h for h in hit if h in unlabeled]
+                true += bool(hit)
+                hits.update(hit)
+    counts = {"mined": len(kept), "true": true, "unlabeled_lesions": len(unlabeled),
+              "found": len(hits), "precision": true / len(kept) if kept else None,
+              "recall": len(hits) / len(unlabeled) if unlabeled else None}
+    return kept, counts
+
+
+def volume_rows(labels: Annotations, kept: list) -> list[tuple]:
+    """The labels' rows, a key row on each mined tracklet's best slice, and each mined box that
+    lies on a training key slice (the labeled ones or the new ones) as a further target."""
+    rows = label_rows(labels, {str(v) for v in labels.volume})
+    key_slices = {(str(v), int(z)) for v, z in labels.key_slices()}
+    best = [(name, max(t, key=lambda zb: zb[1][4])) for name, t in kept]
+    key_slices |= {(name, int(z)) for name, (z, _) in best}
+    for (name, t), (_, (bz, _)) in zip(kept, best):
+        for z, row in t:
+            if (name, int(z)) in key_slices:
+                rows.append((name, int(z), *(float(x) for x in row[:4]), int(z == bz), "mined"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", type=Path, help="the benchmark's dataset folder")
@@ -70,7 +150,10 @@ def main() -> None:
     parser.add_argument("--annotations", default="annotations_unlabeled85.csv")
     parser.add_argument("--fold-steps", type=int, default=3000)
     parser.add_argument("--fold-amp", default="bf16", help="train.amp of the fold teachers")
-    parser.add_argument("--final-policy", default="none", help="mining.policy of the final run")
+    parser.add_argument("--final", action="append", choices=["slices", "volumes"], default=[],
+                        help="train the final run on this harvest (default: slices); repeatable")
+    parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
+    parser.add_argument("--progress", action="store_true", help="a progress bar while mining")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (after the others)")
     args = parser.parse_args()
@@ -79,13 +162,15 @@ def main() -> None:
     common = [f"data.root={data}", f"train.seed={args.seed}"]
 
     folder = DatasetFolder(data)
-    labels = folder.annotations(args.annotations).for_volumes(folder.volumes("train"))
+    train_names = folder.volumes("train")
+    labels = folder.annotations(args.annotations).for_volumes(train_names)
     folds = fold_volumes(labels)
     for k, names in enumerate(folds):
         write_rows(out / f"fold{k}.csv", label_rows(labels, set(names)))
 
     summary: dict = {"annotations": args.annotations, "seed": args.seed, "folds": []}
     rows = label_rows(labels, {n for names in folds for n in names})
+    teachers = []
     for k in range(FOLDS):
         config = load_config("demo", [*common, f"data.annotations={out / f'fold{k}.csv'}",
                                       "mining.policy=none", f"train.iterations={args.fold_steps}",
@@ -93,9 +178,10 @@ def main() -> None:
         run = out / f"fold{k}"
         train_or_reuse(config, run, progress=False)
         teacher, _ = load_model(run)
+        teachers.append(teacher)
         other = (k + 1) % FOLDS
         target = load_config("demo", [*common, f"data.annotations={out / f'fold{other}.csv'}",
-                                           *args.set])
+                                      *args.set])
         training = open_training_data(target.data)
         dataset = KeySliceDataset(training.store, training.labels, target.data, training.truth)
         with torch.inference_mode():
@@ -105,18 +191,36 @@ def main() -> None:
         summary["folds"].append({
             "fold": k, "teacher_volumes": len(folds[k]), "mined_on_volumes": len(folds[other]),
             "slices": len(dataset), "mined": counts.mined, "true": counts.true,
-            "unlabeled_on_slices": counts.missing, "found": counts.found, "precision": counts.precision,
-            "recall": counts.recall})
+            "unlabeled_on_slices": counts.missing, "found": counts.found,
+            "precision": counts.precision, "recall": counts.recall})
         print(json.dumps(summary["folds"][-1]), flush=True)
-    harvested = out / "annotations_harvest.csv"
-    write_rows(harvested, rows)
+    harvested = {"slices": out / "annotations_harvest.csv",
+                 "volumes": out / "annotations_harvest_volumes.csv"}
+    write_rows(harvested["slices"], rows)
+
+    finals = args.final or ["slices"]
+    if "volumes" in finals:
+        base = load_config("demo", [*common, *args.set])
+        training = open_training_data(base.data)
+        assign = {name: (k + 1) % FOLDS for k, names in enumerate(folds) for name in names}
+        free = [n for n in sorted(train_names) if n not in assign]
+        assign.update({name: i % FOLDS for i, name in enumerate(free)})
+        lesions = labels.extra["lesion"]
+        labeled = {(str(v), str(les)) for v, les in zip(labels.volume, lesions)}
+        kept, counts = harvest_volumes(teachers, assign, training.store, labels, base,
+                                       training.truth, labeled, progress=args.progress)
+        summary["volumes"] = {"volumes": len(assign), **counts}
+        print(json.dumps(summary["volumes"]), flush=True)
+        write_rows(harvested["volumes"], volume_rows(labels, kept))
     write_text(out / "harvest.json", json.dumps(summary, indent=2) + "\n")
 
-    final = load_config("demo", [*common, f"data.annotations={harvested}",
-                                 f"mining.policy={args.final_policy}", *args.set])
-    train_or_reuse(final, out / "final", progress=False)
-    result = evaluate_run(out / "final", data, read_gt(data, split="test"), progress=False)
-    print(f"seed {args.seed}: test AP {100 * result['ap']:.2f}", flush=True)
+    for kind in finals:
+        final = load_config("demo", [*common, f"data.annotations={harvested[kind]}",
+                                     f"mining.policy={args.final_policy}", *args.set])
+        run = out / ("final" if kind == "slices" else "final_volumes")
+        train_or_reuse(final, run, progress=False)
+        result = evaluate_run(run, data, read_gt(data, split="test"), progress=False)
+        print(f"seed {args.seed}, {kind}: test AP {100 * result['ap']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
