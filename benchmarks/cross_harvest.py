@@ -91,9 +91,10 @@ def known_lesion(tracklet: list, known: list[tuple[int, np.ndarray]], iou_thresh
 
 def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annotations,
                     config, truth: Annotations, labeled: set[tuple[str, str]],
-                    progress: bool = False) -> tuple[list, dict]:
+                    progress: bool = False, min_slices: int = 1) -> tuple[list, dict]:
     """Mine whole training volumes: each volume's tracklets from the teacher that never trained
-    on it (``assign``), kept where their score is >= tau and they overlap no labeled lesion.
+    on it (``assign``), kept where their score is >= tau, they span at least ``min_slices``
+    slices and they overlap no labeled lesion.
     Returns the kept tracklets as (volume, tracklet) and the counts against ``truth``: a kept
     tracklet is true when its best box hits (IoU >= 0.5) an unlabeled lesion on that slice."""
     known: dict[str, list] = {}
@@ -112,7 +113,8 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
             tracklets = predict_volume(teachers[assign[name]], store[name], config, "cpu")
         for t in tracklets:
             z, best = max(t, key=lambda zb: zb[1][4])
-            if best[4] < m.tau or known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain):
+            if len(t) < min_slices or best[4] < m.tau or \
+                    known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain):
                 continue
             kept.append((name, t))
             rows = rows_by_slice.get((name, int(z)), [])
@@ -152,6 +154,10 @@ def main() -> None:
     parser.add_argument("--fold-amp", default="bf16", help="train.amp of the fold teachers")
     parser.add_argument("--final", action="append", choices=["slices", "volumes"], default=[],
                         help="train the final run on this harvest (default: slices); repeatable")
+    parser.add_argument("--no-final", action="store_true",
+                        help="stop after training the fold teachers and mining the key slices")
+    parser.add_argument("--min-slices", type=int, default=1,
+                        help="volumes harvest: keep lesions found on at least this many slices")
     parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
     parser.add_argument("--progress", action="store_true", help="a progress bar while mining")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -194,11 +200,12 @@ def main() -> None:
             "unlabeled_on_slices": counts.missing, "found": counts.found,
             "precision": counts.precision, "recall": counts.recall})
         print(json.dumps(summary["folds"][-1]), flush=True)
+    suffix = f"_min{args.min_slices}" if args.min_slices > 1 else ""
     harvested = {"slices": out / "annotations_harvest.csv",
-                 "volumes": out / "annotations_harvest_volumes.csv"}
+                 "volumes": out / f"annotations_harvest_volumes{suffix}.csv"}
     write_rows(harvested["slices"], rows)
 
-    finals = args.final or ["slices"]
+    finals = [] if args.no_final else args.final or ["slices"]
     if "volumes" in finals:
         base = load_config("demo", [*common, *args.set])
         training = open_training_data(base.data)
@@ -208,16 +215,20 @@ def main() -> None:
         lesions = labels.extra["lesion"]
         labeled = {(str(v), str(les)) for v, les in zip(labels.volume, lesions)}
         kept, counts = harvest_volumes(teachers, assign, training.store, labels, base,
-                                       training.truth, labeled, progress=args.progress)
-        summary["volumes"] = {"volumes": len(assign), **counts}
-        print(json.dumps(summary["volumes"]), flush=True)
+                                       training.truth, labeled, args.progress, args.min_slices)
+        summary[f"volumes{suffix}"] = {"volumes": len(assign), "min_slices": args.min_slices,
+                                       **counts}
+        print(json.dumps(summary[f"volumes{suffix}"]), flush=True)
         write_rows(harvested["volumes"], volume_rows(labels, kept))
-    write_text(out / "harvest.json", json.dumps(summary, indent=2) + "\n")
+    previous = out / "harvest.json"
+    if previous.is_file():  # keep the other harvests' counts
+        summary = {**json.loads(previous.read_text()), **summary}
+    write_text(previous, json.dumps(summary, indent=2) + "\n")
 
     for kind in finals:
         final = load_config("demo", [*common, f"data.annotations={harvested[kind]}",
                                      f"mining.policy={args.final_policy}", *args.set])
-        run = out / ("final" if kind == "slices" else "final_volumes")
+        run = out / ("final" if kind == "slices" else f"final_volumes{suffix}")
         train_or_reuse(final, run, progress=False)
         result = evaluate_run(run, data, read_gt(data, split="test"), progress=False)
         print(f"seed {args.seed}, {kind}: test AP {100 * result['ap']:.2f}", flush=True)
