@@ -130,6 +130,39 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
     return kept, counts
 
 
+LENGTHS = ((1, 1), (2, 2), (3, 4), (5, 10_000))
+"""Tracklet length bins (slices, inclusive) of :func:`val_precision`."""
+
+
+def val_precision(teachers: list, store, truth: Annotations, names: list[str], config) -> list[dict]:
+    """How many of the teachers' confident lesions (score >= tau) on fully annotated volumes are
+    lesions, by how many slices they span: the validation split's answer to which lengths a
+    harvest should keep. A lesion's best box is ``true`` with IoU >= 0.5 against any lesion on
+    its slice, ``loose`` with 0.1-0.5 and ``background`` below."""
+    rows_by_slice: dict[tuple[str, int], list[int]] = {}
+    for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
+        rows_by_slice.setdefault((str(v), int(z)), []).append(i)
+    counts = {bounds: {"true": 0, "loose": 0, "background": 0} for bounds in LENGTHS}
+    for teacher in teachers:
+        for name in names:
+            with torch.inference_mode():
+                tracklets = predict_volume(teacher, store[name], config, "cpu")
+            for t in tracklets:
+                z, best = max(t, key=lambda zb: zb[1][4])
+                if best[4] < config.mining.tau:
+                    continue
+                rows = rows_by_slice.get((name, int(z)), [])
+                overlap = iou(np.asarray(best[:4])[None], truth.boxes[rows])[0].max() if rows else 0.0
+                kind = "true" if overlap >= 0.5 else "loose" if overlap >= 0.1 else "background"
+                counts[next(b for b in LENGTHS if b[0] <= len(t) <= b[1])][kind] += 1
+    table = []
+    for (low, high), c in counts.items():
+        n = sum(c.values())
+        table.append({"slices": f"{low}" if low == high else f"{low}+" if high > 100 else f"{low}-{high}",
+                      "lesions": n, **c, "precision": c["true"] / n if n else None})
+    return table
+
+
 def volume_rows(labels: Annotations, kept: list) -> list[tuple]:
     """The labels' rows, a key row on each mined tracklet's best slice, and each mined box that
     lies on a training key slice (the labeled ones or the new ones) as a further target."""
@@ -159,6 +192,8 @@ def main() -> None:
     parser.add_argument("--min-slices", type=int, default=1,
                         help="volumes harvest: keep lesions found on at least this many slices")
     parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
+    parser.add_argument("--val-precision", action="store_true",
+                        help="the fold teachers' precision on the val split by lesion length")
     parser.add_argument("--progress", action="store_true", help="a progress bar while mining")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (after the others)")
@@ -204,6 +239,14 @@ def main() -> None:
     harvested = {"slices": out / "annotations_harvest.csv",
                  "volumes": out / f"annotations_harvest_volumes{suffix}.csv"}
     write_rows(harvested["slices"], rows)
+
+    if args.val_precision:
+        base = load_config("demo", [*common, *args.set])
+        folder_truth = folder.annotations(base.data.truth)
+        summary["val_precision"] = val_precision(
+            teachers, open_training_data(base.data).store, folder_truth, folder.volumes("val"), base)
+        for row in summary["val_precision"]:
+            print(json.dumps(row), flush=True)
 
     finals = [] if args.no_final else args.final or ["slices"]
     if "volumes" in finals:
