@@ -91,10 +91,11 @@ def known_lesion(tracklet: list, known: list[tuple[int, np.ndarray]], iou_thresh
 
 def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annotations,
                     config, truth: Annotations, labeled: set[tuple[str, str]],
-                    progress: bool = False, min_slices: int = 1) -> tuple[list, dict]:
+                    progress: bool = False, min_slices: int = 1,
+                    tau: float | None = None) -> tuple[list, dict]:
     """Mine whole training volumes: each volume's tracklets from the teacher that never trained
-    on it (``assign``), kept where their score is >= tau, they span at least ``min_slices``
-    slices and they overlap no labeled lesion.
+    on it (``assign``), kept where their score is >= ``tau`` (default the mining's), they span
+    at least ``min_slices`` slices and they overlap no labeled lesion.
     Returns the kept tracklets as (volume, tracklet) and the counts against ``truth``: a kept
     tracklet is true when its best box hits (IoU >= 0.5) an unlabeled lesion on that slice."""
     known: dict[str, list] = {}
@@ -107,13 +108,14 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
     unlabeled = {(str(v), str(les)) for v, les in zip(truth.volume, lesion_ids)} - labeled
     kept, hits, true = [], set(), 0
     m = config.mining
+    tau = m.tau if tau is None else tau
     for name in tqdm(sorted(assign), desc="harvest volumes", unit="vol", leave=False,
                      disable=not progress):
         with torch.inference_mode():
             tracklets = predict_volume(teachers[assign[name]], store[name], config, "cpu")
         for t in tracklets:
             z, best = max(t, key=lambda zb: zb[1][4])
-            if len(t) < min_slices or best[4] < m.tau or \
+            if len(t) < min_slices or best[4] < tau or \
                     known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain):
                 continue
             kept.append((name, t))
@@ -131,18 +133,24 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
 
 
 LENGTHS = ((1, 1), (2, 2), (3, 4), (5, 10_000))
-"""Tracklet length bins (slices, inclusive) of :func:`val_precision`."""
+"""Lesion length bins (slices, inclusive) of :func:`val_precision`."""
+SCORES = (0.9, 0.95, 0.98)
+"""Lower ends of the lesion score bins of :func:`val_precision` (the last bin ends at 1)."""
+
+
+def _bin_name(low: int, high: int) -> str:
+    return f"{low}" if low == high else f"{low}+" if high > 100 else f"{low}-{high}"
 
 
 def val_precision(teachers: list, store, truth: Annotations, names: list[str], config) -> list[dict]:
     """How many of the teachers' confident lesions (score >= tau) on fully annotated volumes are
-    lesions, by how many slices they span: the validation split's answer to which lengths a
-    harvest should keep. A lesion's best box is ``true`` with IoU >= 0.5 against any lesion on
-    its slice, ``loose`` with 0.1-0.5 and ``background`` below."""
+    lesions, by how many slices they span and by score: the validation split's answer to which
+    lesions a harvest should keep. A lesion's best box is ``true`` with IoU >= 0.5 against any
+    lesion on its slice, ``loose`` with 0.1-0.5 and ``background`` below."""
     rows_by_slice: dict[tuple[str, int], list[int]] = {}
     for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
         rows_by_slice.setdefault((str(v), int(z)), []).append(i)
-    counts = {bounds: {"true": 0, "loose": 0, "background": 0} for bounds in LENGTHS}
+    counts: dict[tuple, dict[str, int]] = {}
     for teacher in teachers:
         for name in names:
             with torch.inference_mode():
@@ -154,12 +162,15 @@ def val_precision(teachers: list, store, truth: Annotations, names: list[str], c
                 rows = rows_by_slice.get((name, int(z)), [])
                 overlap = iou(np.asarray(best[:4])[None], truth.boxes[rows])[0].max() if rows else 0.0
                 kind = "true" if overlap >= 0.5 else "loose" if overlap >= 0.1 else "background"
-                counts[next(b for b in LENGTHS if b[0] <= len(t) <= b[1])][kind] += 1
+                length = next(b for b in LENGTHS if b[0] <= len(t) <= b[1])
+                score = max(low for low in SCORES if best[4] >= low) if best[4] >= SCORES[0] else None
+                cell = counts.setdefault((length, score), {"true": 0, "loose": 0, "background": 0})
+                cell[kind] += 1
     table = []
-    for (low, high), c in counts.items():
+    for (length, score), c in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         n = sum(c.values())
-        table.append({"slices": f"{low}" if low == high else f"{low}+" if high > 100 else f"{low}-{high}",
-                      "lesions": n, **c, "precision": c["true"] / n if n else None})
+        table.append({"slices": _bin_name(*length), "score_from": score, "lesions": n, **c,
+                      "precision": c["true"] / n if n else None})
     return table
 
 
@@ -191,6 +202,8 @@ def main() -> None:
                         help="stop after training the fold teachers and mining the key slices")
     parser.add_argument("--min-slices", type=int, default=1,
                         help="volumes harvest: keep lesions found on at least this many slices")
+    parser.add_argument("--harvest-tau", type=float,
+                        help="volumes harvest: the lesion score to keep (default mining.tau)")
     parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
     parser.add_argument("--val-precision", action="store_true",
                         help="the fold teachers' precision on the val split by lesion length")
@@ -236,6 +249,7 @@ def main() -> None:
             "precision": counts.precision, "recall": counts.recall})
         print(json.dumps(summary["folds"][-1]), flush=True)
     suffix = f"_min{args.min_slices}" if args.min_slices > 1 else ""
+    suffix += f"_tau{args.harvest_tau:g}" if args.harvest_tau is not None else ""
     harvested = {"slices": out / "annotations_harvest.csv",
                  "volumes": out / f"annotations_harvest_volumes{suffix}.csv"}
     write_rows(harvested["slices"], rows)
@@ -258,9 +272,10 @@ def main() -> None:
         lesions = labels.extra["lesion"]
         labeled = {(str(v), str(les)) for v, les in zip(labels.volume, lesions)}
         kept, counts = harvest_volumes(teachers, assign, training.store, labels, base,
-                                       training.truth, labeled, args.progress, args.min_slices)
+                                       training.truth, labeled, args.progress, args.min_slices,
+                                       args.harvest_tau)
         summary[f"volumes{suffix}"] = {"volumes": len(assign), "min_slices": args.min_slices,
-                                       **counts}
+                                       "tau": args.harvest_tau or base.mining.tau, **counts}
         print(json.dumps(summary[f"volumes{suffix}"]), flush=True)
         write_rows(harvested["volumes"], volume_rows(labels, kept))
     previous = out / "harvest.json"

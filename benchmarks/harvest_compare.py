@@ -1,0 +1,90 @@
+"""Compare the cross-fold harvest runs (``benchmarks/cross_harvest.py``) with the experiment's
+rows at the same sparsity, paired by seed.
+
+Usage::
+
+    python benchmarks/harvest_compare.py benchmarks/probes/issue11/harvest85 \
+        --runs benchmarks/paper/runs --level 85
+
+``PROBES`` holds one folder per seed (``s0``, ``s1``, ...), each with ``harvest.json`` and the
+final runs (``final``, ``final_volumes``, ``final_volumes_min3``: ``summary.json`` and
+``test_p3d.json``). Prints each seed's test AP, the harvests' counts, and the paired 95 % t
+intervals (test AP, AVG, best validation AP) against the baseline, ``add``, perfect mining and
+the oracle, with the share of the oracle's lead that each harvest closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from uld.experiment.stats import paired_by_seed
+
+FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes",
+          "final_volumes_min3": "harvest, volumes, >= 3 slices"}
+
+
+def scores(run: Path) -> dict[str, float] | None:
+    """Test AP and AVG and best validation AP (in %) of a finished run, or None."""
+    test, summary = run / "test_p3d.json", run / "summary.json"
+    if not (test.is_file() and summary.is_file()):
+        return None
+    result = json.loads(test.read_text())
+    return {"ap": 100 * result["ap"], "avg": 100 * result["avg"],
+            "val": 100 * json.loads(summary.read_text())["best_val_ap"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("probes", type=Path)
+    parser.add_argument("--runs", type=Path, default=Path("benchmarks/paper/runs"))
+    parser.add_argument("--level", type=int, default=85, help="the sweep level, in %%")
+    args = parser.parse_args()
+    rows = {"none": f"sweep{args.level}_none", "add": f"sweep{args.level}_add",
+            "perfect mining": f"sweep{args.level}_upper_add", "oracle": "oracle"}
+    table: dict[str, dict[int, dict[str, float]]] = {name: {} for name in [*rows, *FINALS.values()]}
+    for seed_dir in sorted(args.probes.glob("s[0-9]*")):
+        seed = int(seed_dir.name[1:])
+        for name, run in rows.items():
+            found = scores(args.runs / f"{run}_s{seed}")
+            if found:
+                table[name][seed] = found
+        for folder, name in FINALS.items():
+            found = scores(seed_dir / folder)
+            if found:
+                table[name][seed] = found
+        harvest = json.loads((seed_dir / "harvest.json").read_text())
+        parts = [f"key slices {sum(f['true'] for f in harvest['folds'])} true of "
+                 f"{sum(f['mined'] for f in harvest['folds'])}"]
+        for key in ("volumes", "volumes_min3"):
+            if key in harvest:
+                h = harvest[key]
+                parts.append(f"{key}: {h['mined']} mined, precision {h['precision']:.2f}, "
+                             f"recall {h['recall']:.2f} of {h['unlabeled_lesions']}")
+        print(f"seed {seed}: " + "; ".join(parts))
+
+    print("\n| row | " + " | ".join(f"s{s}" for s in sorted(table["none"])) + " |")
+    for name, by_seed in table.items():
+        cells = [f"{by_seed[s]['ap']:.1f}" if s in by_seed else "-" for s in sorted(table["none"])]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    print("\n| comparison | seeds | test AP | AVG | best val AP | share of oracle - none |")
+    for name in FINALS.values():
+        if not table[name]:
+            continue
+        for reference in ("none", "add", "perfect mining", "oracle"):
+            mine, ref = table[name], table[reference]
+            cells = [paired_by_seed({s: v[k] for s, v in mine.items()},
+                                    {s: v[k] for s, v in ref.items()}) for k in ("ap", "avg", "val")]
+            share = ""
+            if reference == "none":
+                gap = paired_by_seed({s: v["ap"] for s, v in table["oracle"].items() if s in mine},
+                                     {s: v["ap"] for s, v in ref.items()})
+                share = f"{cells[0].mean / gap.mean:.0%} of {gap.mean:.1f}"
+            print(f"| {name} - {reference} | {cells[0].n} | {cells[0].text()} | {cells[1].text()} | "
+                  f"{cells[2].text()} | {share} |")
+
+
+if __name__ == "__main__":
+    main()
