@@ -7,10 +7,10 @@ Usage::
         --runs benchmarks/paper/runs --level 85
 
 ``PROBES`` holds one folder per seed (``s0``, ``s1``, ...), each with ``harvest.json`` and the
-final runs (``final``, ``final_volumes``, ``final_volumes_min3``: ``summary.json`` and
-``test_p3d.json``). Prints each seed's test AP, the harvests' counts, and the paired 95 % t
-intervals (test AP, AVG, best validation AP) against the baseline, ``add``, perfect mining and
-the oracle, with the share of the oracle's lead that each harvest closes.
+final runs (the folders named in ``FINALS``, with ``summary.json`` and ``test_p3d.json``).
+Prints each seed's test AP, the harvests' counts, and the paired 95 % t intervals (test AP,
+AVG, best validation AP) against the baseline, ``add``, perfect mining and the oracle, with
+the share of the oracle's lead that each harvest closes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from uld.experiment.stats import paired_by_seed
 
-FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes",
-          "final_volumes_min3": "harvest, volumes, >= 3 slices"}
+FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes, tau 0.9",
+          "final_volumes_min3_tau0.98": "harvest, volumes, >= 3 slices at >= 0.98"}
 
 
 def scores(run: Path) -> dict[str, float] | None:
@@ -54,22 +54,26 @@ def main() -> None:
             found = scores(seed_dir / folder)
             if found:
                 table[name][seed] = found
+        if not (seed_dir / "harvest.json").is_file():
+            continue
         harvest = json.loads((seed_dir / "harvest.json").read_text())
         parts = [f"key slices {sum(f['true'] for f in harvest['folds'])} true of "
                  f"{sum(f['mined'] for f in harvest['folds'])}"]
-        for key in ("volumes", "volumes_min3"):
-            if key in harvest:
-                h = harvest[key]
+        for key, h in harvest.items():
+            if key.startswith("volumes"):
                 parts.append(f"{key}: {h['mined']} mined, precision {h['precision']:.2f}, "
                              f"recall {h['recall']:.2f} of {h['unlabeled_lesions']}")
         print(f"seed {seed}: " + "; ".join(parts))
 
-    print("\n| row | " + " | ".join(f"s{s}" for s in sorted(table["none"])) + " |")
+    seeds = sorted(table["none"])
+    print("\n| row | " + " | ".join(f"s{s}" for s in seeds) + " |")
+    print("|---" * (len(seeds) + 1) + "|")
     for name, by_seed in table.items():
         cells = [f"{by_seed[s]['ap']:.1f}" if s in by_seed else "-" for s in sorted(table["none"])]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
     print("\n| comparison | seeds | test AP | AVG | best val AP | share of oracle - none |")
+    print("|---" * 6 + "|")
     for name in FINALS.values():
         if not table[name]:
             continue
