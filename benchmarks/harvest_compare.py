@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from uld.boxes import iou
+from uld.data.dataset import Annotations, DatasetFolder, read_annotations
 from uld.experiment.stats import paired_by_seed
 
 FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes, tau 0.9",
@@ -35,12 +37,47 @@ def scores(run: Path) -> dict[str, float] | None:
             "val": 100 * json.loads(summary.read_text())["best_val_ap"]}
 
 
+def slice_completeness(harvest: Annotations, truth: Annotations,
+                       labeled: set[tuple[str, str]]) -> dict[str, int]:
+    """How complete the training key slices of a harvest's labels are: on the labeled key slices
+    (``orig``) and on the key slices the harvest added (``new``), how many of the lesions that
+    cross them (``truth``, every slice of every lesion) have a box there (IoU >= 0.5), split
+    into lesions the run's labels name (``labeled``) and the others. A lesion without a box on
+    a training slice is taught as background there."""
+    targets = harvest.by_slice()
+    mined = harvest.extra["lesion"] == "mined"
+    keys = set(harvest.key_slices())
+    new = {(str(v), int(z)) for v, z, m, k in zip(harvest.volume, harvest.z, mined, harvest.key)
+           if m and k} - set(harvest.select(~mined).key_slices())
+    counts: dict[str, int] = {}
+    for i, (v, z, les) in enumerate(zip(truth.volume, truth.z, truth.extra["lesion"])):
+        key = (str(v), int(z))
+        if key not in keys:
+            continue
+        where = "new" if key in new else "orig"
+        kind = "labeled" if (str(v), str(les)) in labeled else "unlabeled"
+        covered = iou(truth.boxes[i][None], targets[key])[0].max() >= 0.5
+        name = f"{where} slices: {kind} lesions {'with a box' if covered else 'without'}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("probes", type=Path)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/paper/runs"))
     parser.add_argument("--level", type=int, default=85, help="the sweep level, in %%")
+    parser.add_argument("--data", type=Path,
+                        help="the benchmark's dataset: also count the lesions with and without a "
+                             "box on each harvest's training slices")
     args = parser.parse_args()
+    truth, labeled = None, set()
+    if args.data:
+        folder = DatasetFolder(args.data)
+        train = folder.volumes("train")
+        truth = folder.annotations("annotations_full.csv").for_volumes(train)
+        labels = folder.annotations(f"annotations_unlabeled{args.level}.csv").for_volumes(train)
+        labeled = {(str(v), str(les)) for v, les in zip(labels.volume, labels.extra["lesion"])}
     rows = {"none": f"sweep{args.level}_none", "add": f"sweep{args.level}_add",
             "perfect mining": f"sweep{args.level}_upper_add", "oracle": "oracle"}
     table: dict[str, dict[int, dict[str, float]]] = {name: {} for name in [*rows, *FINALS.values()]}
@@ -64,6 +101,10 @@ def main() -> None:
                 parts.append(f"{key}: {h['mined']} mined, precision {h['precision']:.2f}, "
                              f"recall {h['recall']:.2f} of {h['unlabeled_lesions']}")
         print(f"seed {seed}: " + "; ".join(parts))
+        if truth is not None:
+            for csv_file in sorted(seed_dir.glob("annotations_harvest_volumes*.csv")):
+                counts = slice_completeness(read_annotations(csv_file), truth, labeled)
+                print(f"  {csv_file.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
     seeds = sorted(table["none"])
     print("\n| row | " + " | ".join(f"s{s}" for s in seeds) + " |")
