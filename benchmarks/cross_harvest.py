@@ -92,12 +92,15 @@ def known_lesion(tracklet: list, known: list[tuple[int, np.ndarray]], iou_thresh
 def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annotations,
                     config, truth: Annotations, labeled: set[tuple[str, str]],
                     progress: bool = False, min_slices: int = 1,
-                    tau: float | None = None) -> tuple[list, dict]:
+                    tau: float | None = None,
+                    unsure_low: float = 1.0) -> tuple[list, dict, dict[str, set[int]]]:
     """Mine whole training volumes: each volume's tracklets from the teacher that never trained
     on it (``assign``), kept where their score is >= ``tau`` (default the mining's), they span
     at least ``min_slices`` slices and they overlap no labeled lesion.
-    Returns the kept tracklets as (volume, tracklet) and the counts against ``truth``: a kept
-    tracklet is true when its best box hits (IoU >= 0.5) an unlabeled lesion on that slice."""
+    Returns the kept tracklets as (volume, tracklet), the counts against ``truth`` (a kept
+    tracklet is true when its best box hits (IoU >= 0.5) an unlabeled lesion on that slice) and
+    each volume's unsure slices: those crossed by a lesion that was not kept but scores
+    >= ``unsure_low``, or that overlaps a label."""
     known: dict[str, list] = {}
     for v, z, box in zip(labels.volume, labels.z, labels.boxes):
         known.setdefault(str(v), []).append((int(z), np.asarray(box, dtype=np.float64)))
@@ -107,6 +110,7 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
     lesion_ids = truth.extra["lesion"]
     unlabeled = {(str(v), str(les)) for v, les in zip(truth.volume, lesion_ids)} - labeled
     kept, hits, true = [], set(), 0
+    unsure: dict[str, set[int]] = {}
     m = config.mining
     tau = m.tau if tau is None else tau
     for name in tqdm(sorted(assign), desc="harvest volumes", unit="vol", leave=False,
@@ -115,8 +119,10 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
             tracklets = predict_volume(teachers[assign[name]], store[name], config, "cpu")
         for t in tracklets:
             z, best = max(t, key=lambda zb: zb[1][4])
-            if len(t) < min_slices or best[4] < tau or \
-                    known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain):
+            labeled_lesion = known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain)
+            if len(t) < min_slices or best[4] < tau or labeled_lesion:
+                if labeled_lesion or best[4] >= unsure_low:
+                    unsure.setdefault(name, set()).update(int(zb[0]) for zb in t)
                 continue
             kept.append((name, t))
             rows = rows_by_slice.get((name, int(z)), [])
@@ -129,7 +135,7 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annot
     counts = {"mined": len(kept), "true": true, "unlabeled_lesions": len(unlabeled),
               "found": len(hits), "precision": true / len(kept) if kept else None,
               "recall": len(hits) / len(unlabeled) if unlabeled else None}
-    return kept, counts
+    return kept, counts, unsure
 
 
 LENGTHS = ((1, 1), (2, 2), (3, 4), (5, 10_000))
@@ -174,17 +180,25 @@ def val_precision(teachers: list, store, truth: Annotations, names: list[str], c
     return table
 
 
-def volume_rows(labels: Annotations, kept: list) -> list[tuple]:
-    """The labels' rows, a key row on each mined tracklet's best slice, and each mined box that
-    lies on a training key slice (the labeled ones or the new ones) as a further target."""
+def volume_rows(labels: Annotations, kept: list,
+                unsure: dict[str, set[int]] | None = None) -> list[tuple]:
+    """The labels' rows, a key row for each mined lesion and each mined box that lies on a
+    training key slice (the labeled ones or the new ones) as a further target.
+
+    A mined lesion's key slice is its best-scoring slice; with ``unsure`` (volume -> slices),
+    its best-scoring slice outside those, and no key slice where it has none (a slice crossed by
+    a lesion that is neither kept nor labeled there would teach that lesion as background)."""
     rows = label_rows(labels, {str(v) for v in labels.volume})
     key_slices = {(str(v), int(z)) for v, z in labels.key_slices()}
-    best = [(name, max(t, key=lambda zb: zb[1][4])) for name, t in kept]
-    key_slices |= {(name, int(z)) for name, (z, _) in best}
-    for (name, t), (_, (bz, _)) in zip(kept, best):
+    keys: list[int | None] = []
+    for name, t in kept:
+        clean = [zb for zb in t if unsure is None or int(zb[0]) not in unsure.get(name, set())]
+        keys.append(int(max(clean, key=lambda zb: zb[1][4])[0]) if clean else None)
+    key_slices |= {(name, z) for (name, _), z in zip(kept, keys) if z is not None}
+    for (name, t), key in zip(kept, keys):
         for z, row in t:
             if (name, int(z)) in key_slices:
-                rows.append((name, int(z), *(float(x) for x in row[:4]), int(z == bz), "mined"))
+                rows.append((name, int(z), *(float(x) for x in row[:4]), int(z == key), "mined"))
     return rows
 
 
@@ -199,11 +213,14 @@ def main() -> None:
     parser.add_argument("--final", action="append", choices=["slices", "volumes"], default=[],
                         help="train the final run on this harvest (default: slices); repeatable")
     parser.add_argument("--no-final", action="store_true",
-                        help="stop after training the fold teachers and mining the key slices")
+                        help="stop after the harvests: train no final run")
     parser.add_argument("--min-slices", type=int, default=1,
                         help="volumes harvest: keep lesions found on at least this many slices")
     parser.add_argument("--harvest-tau", type=float,
                         help="volumes harvest: the lesion score to keep (default mining.tau)")
+    parser.add_argument("--clean-slices", type=float, metavar="LOW",
+                        help="volumes harvest: give a mined lesion a key slice only where no lesion "
+                             "scoring >= LOW that was not kept, and no labeled lesion, crosses it")
     parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
     parser.add_argument("--val-precision", action="store_true",
                         help="the fold teachers' precision on the val split by lesion length")
@@ -250,6 +267,7 @@ def main() -> None:
         print(json.dumps(summary["folds"][-1]), flush=True)
     suffix = f"_min{args.min_slices}" if args.min_slices > 1 else ""
     suffix += f"_tau{args.harvest_tau:g}" if args.harvest_tau is not None else ""
+    suffix += f"_clean{args.clean_slices:g}" if args.clean_slices is not None else ""
     harvested = {"slices": out / "annotations_harvest.csv",
                  "volumes": out / f"annotations_harvest_volumes{suffix}.csv"}
     write_rows(harvested["slices"], rows)
@@ -262,8 +280,8 @@ def main() -> None:
         for row in summary["val_precision"]:
             print(json.dumps(row), flush=True)
 
-    finals = [] if args.no_final else args.final or ["slices"]
-    if "volumes" in finals:
+    kinds = args.final or ["slices"]
+    if "volumes" in kinds:
         base = load_config("demo", [*common, *args.set])
         training = open_training_data(base.data)
         assign = {name: (k + 1) % FOLDS for k, names in enumerate(folds) for name in names}
@@ -271,19 +289,21 @@ def main() -> None:
         assign.update({name: i % FOLDS for i, name in enumerate(free)})
         lesions = labels.extra["lesion"]
         labeled = {(str(v), str(les)) for v, les in zip(labels.volume, lesions)}
-        kept, counts = harvest_volumes(teachers, assign, training.store, labels, base,
-                                       training.truth, labeled, args.progress, args.min_slices,
-                                       args.harvest_tau)
+        low = 1.0 if args.clean_slices is None else args.clean_slices
+        kept, counts, unsure = harvest_volumes(teachers, assign, training.store, labels, base,
+                                               training.truth, labeled, args.progress,
+                                               args.min_slices, args.harvest_tau, low)
         summary[f"volumes{suffix}"] = {"volumes": len(assign), "min_slices": args.min_slices,
                                        "tau": args.harvest_tau or base.mining.tau, **counts}
         print(json.dumps(summary[f"volumes{suffix}"]), flush=True)
-        write_rows(harvested["volumes"], volume_rows(labels, kept))
+        write_rows(harvested["volumes"],
+                   volume_rows(labels, kept, None if args.clean_slices is None else unsure))
     previous = out / "harvest.json"
     if previous.is_file():  # keep the other harvests' counts
         summary = {**json.loads(previous.read_text()), **summary}
     write_text(previous, json.dumps(summary, indent=2) + "\n")
 
-    for kind in finals:
+    for kind in [] if args.no_final else kinds:
         final = load_config("demo", [*common, f"data.annotations={harvested[kind]}",
                                      f"mining.policy={args.final_policy}", *args.set])
         run = out / ("final" if kind == "slices" else f"final_volumes{suffix}")
