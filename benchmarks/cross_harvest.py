@@ -1,23 +1,34 @@
-"""Probe: can a teacher that never trained on a slice find its unlabeled lesions?
+"""Probe: can a teacher that never trained on a volume find its unlabeled lesions, and does
+training on what it finds help?
 
 At 85 % unlabeled the run's own teacher scores the unlabeled lesions of its 153 training slices
 near 0 at every size: the student has learned them as background, and the EMA teacher with it
-(RESULTS.md, "Session 8"). This probe mines each training slice with a teacher that has not
-seen it, as cross-validation pseudo-labelling does:
+(RESULTS.md, "Session 8"). This probe mines with teachers that have not seen the volume, as
+cross-validation pseudo-labelling does:
 
-1. the training volumes that carry labels are split into two folds (alternating, sorted by name);
-2. one baseline (``mining.policy=none``) is trained on each fold's labels alone;
+1. the training volumes that carry labels are dealt to two folds (sorted by name, in turn);
+2. one baseline (``mining.policy=none``, ``--fold-steps``, ``--fold-amp``) is trained on each
+   fold's labels alone;
 3. each fold's teacher mines the other fold's key slices with the benchmark's mining settings
-   (GT NMS, containment, tau), and the mined boxes are scored against the complete labels;
-4. a baseline is trained on every fold's labels plus the mined boxes (``annotations_harvest.csv``)
-   and evaluated on the test split, as the experiment's runs are.
+   (GT NMS, containment, tau): ``annotations_harvest.csv``; with ``--final volumes`` it also
+   mines whole training volumes (every slice, linked into lesions; the volumes without labels
+   are shared between the teachers): a lesion scoring >= ``--harvest-tau`` on at least
+   ``--min-slices`` slices that overlaps no label gets a key row on its best slice (outside the
+   slices of lesions left unkept with ``--clean-slices``) and its boxes on every training key
+   slice: ``annotations_harvest_volumes*.csv``. Both are scored against the complete labels;
+4. a baseline (``--final-policy``) is trained on each harvest's labels (``final``,
+   ``final_volumes*``) and evaluated on the test split, as the experiment's runs are.
 
-Usage (one seed; two seeds run side by side with one thread each)::
+``--val-precision`` scores the fold teachers' confident lesions on the val split by length and
+score, to choose ``--min-slices`` and ``--harvest-tau`` there.
 
-    OMP_NUM_THREADS=1 python benchmarks/cross_harvest.py RUNS/data OUT --seed 0
+Usage (one seed; seeds run side by side with one thread each)::
 
-``OUT`` receives ``fold0/``, ``fold1/``, ``final/`` (run folders), ``annotations_harvest.csv``
-and ``harvest.json`` (counts, precision and recall of each fold's mining). Finished steps are
+    OMP_NUM_THREADS=1 python benchmarks/cross_harvest.py RUNS/data OUT --seed 0 \
+        --final volumes --min-slices 3 --harvest-tau 0.98
+
+``OUT`` receives ``fold0/``, ``fold1/`` and the final run folders, the harvests' annotation
+files and ``harvest.json`` (counts, precision and recall of each harvest). Finished steps are
 skipped when the command is repeated.
 """
 
@@ -32,14 +43,15 @@ import torch
 from tqdm import tqdm
 
 from uld.atomic import write_text
-from uld.boxes import area, iou
-from uld.config import load_config
+from uld.boxes import iou
+from uld.config import Config, load_config
 from uld.data.annotations import read_gt
 from uld.data.dataset import Annotations, DatasetFolder
 from uld.data.samples import KeySliceDataset
-from uld.data.sources import open_training_data
+from uld.data.sources import VolumeStore, open_training_data
 from uld.experiment.runner import evaluate_run, train_or_reuse
 from uld.infer.predict import load_model, predict_volume
+from uld.mining.filter import gt_nms
 from uld.mining.harvest import harvest
 
 FOLDS = 2
@@ -59,38 +71,28 @@ def write_rows(path: Path, rows: list[tuple]) -> None:
 
 
 def label_rows(labels: Annotations, volumes: set[str]) -> list[tuple]:
+    """The rows of ``labels`` on ``volumes``, for :func:`write_rows`."""
     lesion = labels.extra.get("lesion")
     return [(str(v), int(z), *(float(x) for x in box), int(k), lesion[i] if lesion is not None else "")
             for i, (v, z, box, k) in enumerate(zip(labels.volume, labels.z, labels.boxes, labels.key))
             if str(v) in volumes]
 
 
-def _intersection_over_smaller(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(M,) intersection of ``box`` (4,) with each of ``others`` (M, 4) over the smaller area."""
-    lt = np.maximum(box[:2], others[:, :2])
-    rb = np.minimum(box[2:], others[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    smaller = np.minimum(area(box[None])[0], area(others))
-    return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1.0), 0.0)
-
-
 def known_lesion(tracklet: list, known: list[tuple[int, np.ndarray]], iou_thresh: float,
                  contain_thresh: float, reach: int = 2) -> bool:
     """Whether ``tracklet`` ([(z, [x1, y1, x2, y2, score])]) is a labeled lesion: one of its boxes
-    within ``reach`` slices of a labeled box overlaps it (IoU >= ``iou_thresh`` or intersection
-    over the smaller box >= ``contain_thresh``; the mining's GT NMS and containment)."""
+    within ``reach`` slices of a labeled box overlaps it by more than the mining's GT NMS allows
+    (IoU > ``iou_thresh`` or intersection over the smaller box > ``contain_thresh``)."""
     for z, row in tracklet:
-        for kz, kbox in known:
-            if abs(z - kz) <= reach:
-                box = np.asarray(row[:4], dtype=np.float64)
-                if iou(box[None], kbox[None])[0, 0] >= iou_thresh or \
-                        _intersection_over_smaller(box, kbox[None])[0] >= contain_thresh:
-                    return True
+        near = [kbox for kz, kbox in known if abs(z - kz) <= reach]
+        if near and not gt_nms(torch.as_tensor(np.asarray(row[:4], dtype=np.float64))[None],
+                               torch.as_tensor(np.stack(near)), iou_thresh, contain_thresh)[0]:
+            return True
     return False
 
 
-def harvest_volumes(teachers: list, assign: dict[str, int], store, labels: Annotations,
-                    config, truth: Annotations, labeled: set[tuple[str, str]],
+def harvest_volumes(teachers: list, assign: dict[str, int], store: VolumeStore,
+                    labels: Annotations, config: Config, truth: Annotations, labeled: set[tuple[str, str]],
                     progress: bool = False, min_slices: int = 1,
                     tau: float | None = None,
                     unsure_low: float = 1.0) -> tuple[list, dict, dict[str, set[int]]]:
@@ -148,7 +150,8 @@ def _bin_name(low: int, high: int) -> str:
     return f"{low}" if low == high else f"{low}+" if high > 100 else f"{low}-{high}"
 
 
-def val_precision(teachers: list, store, truth: Annotations, names: list[str], config) -> list[dict]:
+def val_precision(teachers: list, store: VolumeStore, truth: Annotations, names: list[str],
+                  config: Config) -> list[dict]:
     """How many of the teachers' confident lesions (score >= tau) on fully annotated volumes are
     lesions, by how many slices they span and by score: the validation split's answer to which
     lesions a harvest should keep. A lesion's best box is ``true`` with IoU >= 0.5 against any
