@@ -87,8 +87,8 @@ def main() -> None:
             found = scores(args.runs / f"{run}_s{seed}")
             if found:
                 table[name][seed] = found
-        for folder, name in FINALS.items():
-            found = scores(seed_dir / folder)
+        for run_name, name in FINALS.items():
+            found = scores(seed_dir / run_name)
             if found:
                 table[name][seed] = found
         if not (seed_dir / "harvest.json").is_file():
@@ -110,7 +110,7 @@ def main() -> None:
     print("\n| row | " + " | ".join(f"s{s}" for s in seeds) + " |")
     print("|---" * (len(seeds) + 1) + "|")
     for name, by_seed in table.items():
-        cells = [f"{by_seed[s]['ap']:.1f}" if s in by_seed else "-" for s in sorted(table["none"])]
+        cells = [f"{by_seed[s]['ap']:.1f}" if s in by_seed else "-" for s in seeds]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
     print("\n| comparison | seeds | test AP | AVG | best val AP | share of oracle - none |")
