@@ -46,7 +46,7 @@ from uld.atomic import write_text
 from uld.boxes import iou
 from uld.config import Config, load_config
 from uld.data.annotations import read_gt
-from uld.data.dataset import Annotations, DatasetFolder
+from uld.data.dataset import Annotations, DatasetFolder, write_csv
 from uld.data.samples import KeySliceDataset
 from uld.data.sources import VolumeStore, open_training_data
 from uld.experiment.runner import evaluate_run, train_or_reuse
@@ -63,15 +63,25 @@ def fold_volumes(labels: Annotations, folds: int = FOLDS) -> list[list[str]]:
     return [names[k::folds] for k in range(folds)]
 
 
-def write_rows(path: Path, rows: list[tuple]) -> None:
-    """An annotations.csv of (volume, z, x1, y1, x2, y2, key, lesion) rows, written atomically."""
-    lines = ["volume,z,x1,y1,x2,y2,key,lesion"]
-    lines += [",".join(str(v) for v in row) for row in rows]
-    write_text(path, "\n".join(lines) + "\n")
+COLUMNS = ("volume", "z", "x1", "y1", "x2", "y2", "key", "lesion")
+"""The columns of the annotation files this probe writes (``uld.data.dataset.write_csv``)."""
+
+
+def best_box(tracklet: list) -> tuple[int, np.ndarray]:
+    """A tracklet's best-scoring (z, [x1, y1, x2, y2, score])."""
+    return max(tracklet, key=lambda zb: zb[1][4])
+
+
+def rows_by_slice(truth: Annotations) -> dict[tuple[str, int], list[int]]:
+    """``{(volume, z): row indices of truth}``."""
+    rows: dict[tuple[str, int], list[int]] = {}
+    for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
+        rows.setdefault((str(v), int(z)), []).append(i)
+    return rows
 
 
 def label_rows(labels: Annotations, volumes: set[str]) -> list[tuple]:
-    """The rows of ``labels`` on ``volumes``, for :func:`write_rows`."""
+    """The rows of ``labels`` on ``volumes`` (``COLUMNS``)."""
     lesion = labels.extra.get("lesion")
     return [(str(v), int(z), *(float(x) for x in box), int(k), lesion[i] if lesion is not None else "")
             for i, (v, z, box, k) in enumerate(zip(labels.volume, labels.z, labels.boxes, labels.key))
@@ -106,9 +116,7 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store: VolumeStore,
     known: dict[str, list] = {}
     for v, z, box in zip(labels.volume, labels.z, labels.boxes):
         known.setdefault(str(v), []).append((int(z), np.asarray(box, dtype=np.float64)))
-    rows_by_slice: dict[tuple[str, int], list[int]] = {}
-    for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
-        rows_by_slice.setdefault((str(v), int(z)), []).append(i)
+    truth_rows = rows_by_slice(truth)
     lesion_ids = truth.extra["lesion"]
     unlabeled = {(str(v), str(les)) for v, les in zip(truth.volume, lesion_ids)} - labeled
     kept, hits, true = [], set(), 0
@@ -120,14 +128,14 @@ def harvest_volumes(teachers: list, assign: dict[str, int], store: VolumeStore,
         with torch.inference_mode():
             tracklets = predict_volume(teachers[assign[name]], store[name], config, "cpu")
         for t in tracklets:
-            z, best = max(t, key=lambda zb: zb[1][4])
+            z, best = best_box(t)
             labeled_lesion = known_lesion(t, known.get(name, []), m.gt_nms_iou, m.gt_contain)
             if len(t) < min_slices or best[4] < tau or labeled_lesion:
                 if labeled_lesion or best[4] >= unsure_low:
                     unsure.setdefault(name, set()).update(int(zb[0]) for zb in t)
                 continue
             kept.append((name, t))
-            rows = rows_by_slice.get((name, int(z)), [])
+            rows = truth_rows.get((name, int(z)), [])
             if rows:
                 overlap = iou(np.asarray(best[:4])[None], truth.boxes[rows])[0]
                 hit = [(name, str(lesion_ids[rows[j]])) for j in np.flatnonzero(overlap >= 0.5)]
@@ -156,19 +164,17 @@ def val_precision(teachers: list, store: VolumeStore, truth: Annotations, names:
     lesions, by how many slices they span and by score: the validation split's answer to which
     lesions a harvest should keep. A lesion's best box is ``true`` with IoU >= 0.5 against any
     lesion on its slice, ``loose`` with 0.1-0.5 and ``background`` below."""
-    rows_by_slice: dict[tuple[str, int], list[int]] = {}
-    for i, (v, z) in enumerate(zip(truth.volume, truth.z)):
-        rows_by_slice.setdefault((str(v), int(z)), []).append(i)
+    truth_rows = rows_by_slice(truth)
     counts: dict[tuple, dict[str, int]] = {}
     for teacher in teachers:
         for name in names:
             with torch.inference_mode():
                 tracklets = predict_volume(teacher, store[name], config, "cpu")
             for t in tracklets:
-                z, best = max(t, key=lambda zb: zb[1][4])
+                z, best = best_box(t)
                 if best[4] < config.mining.tau:
                     continue
-                rows = rows_by_slice.get((name, int(z)), [])
+                rows = truth_rows.get((name, int(z)), [])
                 overlap = iou(np.asarray(best[:4])[None], truth.boxes[rows])[0].max() if rows else 0.0
                 kind = "true" if overlap >= 0.5 else "loose" if overlap >= 0.1 else "background"
                 length = next(b for b in LENGTHS if b[0] <= len(t) <= b[1])
@@ -196,7 +202,7 @@ def volume_rows(labels: Annotations, kept: list,
     keys: list[int | None] = []
     for name, t in kept:
         clean = [zb for zb in t if unsure is None or int(zb[0]) not in unsure.get(name, set())]
-        keys.append(int(max(clean, key=lambda zb: zb[1][4])[0]) if clean else None)
+        keys.append(int(best_box(clean)[0]) if clean else None)
     key_slices |= {(name, z) for (name, _), z in zip(kept, keys) if z is not None}
     for (name, t), key in zip(kept, keys):
         for z, row in t:
@@ -240,7 +246,7 @@ def main() -> None:
     labels = folder.annotations(args.annotations).for_volumes(train_names)
     folds = fold_volumes(labels)
     for k, names in enumerate(folds):
-        write_rows(out / f"fold{k}.csv", label_rows(labels, set(names)))
+        write_csv(out / f"fold{k}.csv", COLUMNS, label_rows(labels, set(names)))
 
     summary: dict = {"annotations": args.annotations, "seed": args.seed, "folds": []}
     rows = label_rows(labels, {n for names in folds for n in names})
@@ -258,8 +264,7 @@ def main() -> None:
                                       *args.set])
         training = open_training_data(target.data)
         dataset = KeySliceDataset(training.store, training.labels, target.data, training.truth)
-        with torch.inference_mode():
-            mined, counts = harvest(teacher, dataset, target.mining, "cpu", 8, progress=False)
+        mined, counts = harvest(teacher, dataset, target.mining, "cpu", 8, progress=False)
         boxes = [b for m in mined for b in m.slice_boxes()]
         rows += [(b.volume, b.z, *b.box, 0, f"mined{k}") for b in boxes]
         summary["folds"].append({
@@ -273,20 +278,20 @@ def main() -> None:
     suffix += f"_clean{args.clean_slices:g}" if args.clean_slices is not None else ""
     harvested = {"slices": out / "annotations_harvest.csv",
                  "volumes": out / f"annotations_harvest_volumes{suffix}.csv"}
-    write_rows(harvested["slices"], rows)
+    write_csv(harvested["slices"], COLUMNS, rows)
 
-    if args.val_precision:
+    kinds = args.final or ["slices"]
+    if args.val_precision or "volumes" in kinds:
         base = load_config("demo", [*common, *args.set])
+        training = open_training_data(base.data)
+    if args.val_precision:
         folder_truth = folder.annotations(base.data.truth)
         summary["val_precision"] = val_precision(
-            teachers, open_training_data(base.data).store, folder_truth, folder.volumes("val"), base)
+            teachers, training.store, folder_truth, folder.volumes("val"), base)
         for row in summary["val_precision"]:
             print(json.dumps(row), flush=True)
 
-    kinds = args.final or ["slices"]
     if "volumes" in kinds:
-        base = load_config("demo", [*common, *args.set])
-        training = open_training_data(base.data)
         assign = {name: (k + 1) % FOLDS for k, names in enumerate(folds) for name in names}
         free = [n for n in sorted(train_names) if n not in assign]
         assign.update({name: i % FOLDS for i, name in enumerate(free)})
@@ -299,8 +304,8 @@ def main() -> None:
         summary[f"volumes{suffix}"] = {"volumes": len(assign), "min_slices": args.min_slices,
                                        "tau": args.harvest_tau or base.mining.tau, **counts}
         print(json.dumps(summary[f"volumes{suffix}"]), flush=True)
-        write_rows(harvested["volumes"],
-                   volume_rows(labels, kept, None if args.clean_slices is None else unsure))
+        write_csv(harvested["volumes"], COLUMNS,
+                  volume_rows(labels, kept, None if args.clean_slices is None else unsure))
     previous = out / "harvest.json"
     if previous.is_file():  # keep the other harvests' counts
         summary = {**json.loads(previous.read_text()), **summary}
