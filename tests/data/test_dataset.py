@@ -19,6 +19,18 @@ def test_annotations_read_with_key_and_extra_columns(tmp_path):
     assert list(t.by_slice()) == [("v1", 3), ("v1", 4)]
 
 
+def test_a_slice_whose_rows_all_say_background_0_is_foreground_only(tmp_path):
+    p = _write(tmp_path / "a.csv", "volume,z,x1,y1,x2,y2,key,background\n"
+               "v1,3,1,2,5,6,1,0\nv1,3,7,2,9,6,0,1\nv1,5,1,2,5,6,1,0\nv1,5,7,2,9,6,0,0\n")
+    t = read_annotations(p)
+    assert t.foreground_only_slices() == {("v1", 5)}  # slice 3 has a row saying 1
+    assert read_annotations(_write(tmp_path / "b.csv", "volume,z,x1,y1,x2,y2\nv1,3,1,2,5,6\n")
+                            ).foreground_only_slices() == set()
+    with pytest.raises(DataError, match=r"b.csv, row 2: background = 'yes' is not 0 or 1"):
+        read_annotations(_write(tmp_path / "b.csv", "volume,z,x1,y1,x2,y2,background\n"
+                                "v1,3,1,2,5,6,yes\n"))
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

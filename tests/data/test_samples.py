@@ -38,6 +38,15 @@ def test_a_sample_is_the_windowed_stack_around_a_key_slice_with_all_its_boxes(fo
     assert sample.truth is not None and sample.truth.shape == (2, 4)
 
 
+def test_a_foreground_only_slice_is_marked_on_its_sample(folder):
+    config = load_config(None, ["data.num_slices=3"]).data
+    write_csv(folder.root / "fg.csv", ["volume", "z", "x1", "y1", "x2", "y2", "key", "background"],
+              [["v", 2, 1.0, 1.0, 5.0, 5.0, 1, 1], ["v", 4, 1.0, 1.0, 5.0, 5.0, 1, 0]])
+    dataset = KeySliceDataset(VolumeStore(folder), folder.annotations("fg.csv"), config)
+    assert {(s.z, s.background) for s in (dataset[0], dataset[1])} == {(2, True), (4, False)}
+    assert KeySliceDataset(VolumeStore(folder), folder.annotations(), config)[0].background
+
+
 def test_samples_are_resampled_to_the_configured_pixel_size_with_their_boxes(folder):
     config = load_config(None, ["data.num_slices=3", "data.pixel_spacing_mm=0.8"]).data
     sample = KeySliceDataset(VolumeStore(folder), folder.annotations(), config)[0]

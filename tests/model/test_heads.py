@@ -151,6 +151,24 @@ def test_an_ignored_region_contributes_nothing_to_the_classification_losses():
     assert (box_iou(sampled_none[0], MINED)[:, 0] >= 0.5).any()  # as background without it
 
 
+def test_a_foreground_only_image_trains_its_boxes_and_no_background():
+    model = _detector()
+    hard = torch.tensor([[50.0, 50.0, 70.0, 74.0]])
+    full = targets_for_student(KNOWN, MINED, "add", hard_negatives=hard)
+    fg = targets_for_student(KNOWN, MINED, "add", hard_negatives=hard, background=False)
+    for matcher in (Matcher(0.7, 0.3, allow_low_quality_matches=True), Matcher(0.5, 0.5)):
+        candidates = _grid()
+        with_bg = match_labels(matcher, candidates, full)[0]
+        without = match_labels(matcher, candidates, fg)[0]
+        # positives and hard negatives stay; every other background sample leaves the loss
+        assert torch.equal(with_bg >= 1, without >= 1) and (without >= 1).any()
+        assert torch.equal(with_bg == HARD_NEGATIVE, without == HARD_NEGATIVE)
+        assert (with_bg == BACKGROUND).any() and not (without == BACKGROUND).any()
+    torch.manual_seed(0)
+    losses = model([torch.rand(3, 96, 96)], [fg])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_hard_negatives_are_always_background_samples_in_both_stages():
     model = _detector()
     hard = torch.tensor([[50.0, 50.0, 70.0, 74.0]])

@@ -12,8 +12,11 @@ A row of ``annotations.csv`` is one 2D box on axial slice ``z``; ``z``, ``y`` an
 the array that SimpleITK's ``GetArrayFromImage`` returns (``[z, y, x]``, 0-based; x = column,
 y = row). Boxes are float pixels ``x1 < x2``, ``y1 < y2``. An optional ``key`` column (0/1)
 marks the slices a lesion was measured on; training samples are drawn at key slices, and a
-file without the column treats every row as key. Val and test volumes are taken as fully
-annotated; train volumes may be partially annotated. ``negatives`` volumes are fully annotated
+file without the column treats every row as key. An optional ``background`` column (0/1,
+default 1) says whether the rest of the row's slice is known to be background: a training slice
+whose rows all say 0 trains its boxes as foreground only, with no background loss there (for
+slices added by a partial harvest, whose other lesions are unknown). Val and test volumes are
+taken as fully annotated; train volumes may be partially annotated. ``negatives`` volumes are fully annotated
 training volumes kept apart: the pool that ``uld mine-negatives`` searches for hard negatives,
 and that a hard-negative retraining (``data.hard_negatives``) adds to the training set.
 
@@ -85,6 +88,14 @@ class Annotations:
             groups.setdefault((str(v), int(z)), []).append(i)
         return {k: self.boxes[idx] for k, idx in groups.items()}
 
+    def foreground_only_slices(self) -> set[tuple[str, int]]:
+        """``(volume, z)`` whose rows all say ``background`` = 0 (none without the column)."""
+        column = self.extra.get("background")
+        if column is None:
+            return set()
+        known = {(str(v), int(z)) for v, z, b in zip(self.volume, self.z, column) if b.strip() != "0"}
+        return {(str(v), int(z)) for v, z in zip(self.volume, self.z)} - known
+
     def key_slices(self) -> list[tuple[str, int]]:
         """Distinct ``(volume, z)`` holding at least one key box, in file order."""
         seen: dict[tuple[str, int], None] = {}
@@ -145,6 +156,8 @@ def _parse_row(row: dict, header: list[str], path: Path, number: int) -> tuple[s
         if row["key"].strip() not in ("0", "1"):
             raise DataError(f"{path}, row {number}: key = {row['key']!r} is not 0 or 1")
         key = row["key"].strip() == "1"
+    if "background" in header and row["background"].strip() not in ("0", "1"):
+        raise DataError(f"{path}, row {number}: background = {row['background']!r} is not 0 or 1")
     return volume, int(z), box, key
 
 

@@ -27,6 +27,8 @@ class Sample:
     frame: native slice pixels -> image pixels (``frame.to_native`` maps boxes back).
     hard_negatives (FloatTensor[H, 4]): boxes to force into the background samples (P-).
     complete: the volume's labels are complete (nothing to mine).
+    background: the slice's unboxed area is known background (False on a foreground-only slice,
+        the annotation file's ``background`` column: it trains no background there).
     context (FloatTensor[S + 2, H, W] | None): the stack with one more slice at each end (same
         spacing), when the 3D consistency filter needs the neighbouring stacks:
         ``context[1:-1]`` equals ``image``, ``context[:-2]`` and ``context[2:]`` are the stacks
@@ -44,6 +46,7 @@ class Sample:
     frame: Frame = field(default_factory=Frame)
     hard_negatives: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
     complete: bool = False
+    background: bool = True
     context: torch.Tensor | None = None
     nearby: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 4)))
 
@@ -113,6 +116,7 @@ class KeySliceDataset(torch.utils.data.Dataset):
                                                      config.unlabeled_neighbours)
         """The first ``key_items`` items are the key and extra slices, each once."""
         self.boxes = labels.by_slice()
+        self.foreground_only = labels.foreground_only_slices()
         self.truth = truth.by_slice() if truth is not None else None
         self._rows: dict[str, list[int]] = {}
         for i, name in enumerate(labels.volume):
@@ -179,6 +183,7 @@ class KeySliceDataset(torch.utils.data.Dataset):
             frame=frame,
             hard_negatives=_model_boxes(self.hard.get((name, z), _NO_BOXES), frame),
             complete=name in self.complete,
+            background=(name, z) not in self.foreground_only,
             context=stack if self.context else None,
             nearby=_model_boxes(self._nearby_boxes(name, z), frame),
         )

@@ -15,6 +15,7 @@ def targets_for_student(
     hard_negatives: torch.Tensor | None = None,
     uncertain_boxes: torch.Tensor | None = None,
     nearby_boxes: torch.Tensor | None = None,
+    background: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The target dict of one image (torchvision's keys plus ``uld.model.sampling``'s).
 
@@ -25,7 +26,8 @@ def targets_for_student(
     Uncertain boxes (Tensor[U, 4], the ignore band of ``mining.ignore_low``) leave the
     classification loss under every policy, as do nearby boxes (Tensor[G, 4], the boxes labeled
     on neighbouring slices, ``Sample.nearby``). Hard negatives, when given, are forced into the
-    background samples. Labels are all 1.
+    background samples. ``background=False`` (a foreground-only slice) takes every other
+    background sample of the image out of the classification loss. Labels are all 1.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown mining policy {policy!r} (known: {POLICIES})")
@@ -50,4 +52,6 @@ def targets_for_student(
         target["ignore_boxes"] = ignored
     if hard_negatives is not None and hard_negatives.numel():
         target["hard_negatives"] = hard_negatives.to(known).reshape(-1, 4)
+    if not background:
+        target["foreground_only"] = torch.ones((), dtype=torch.bool, device=boxes.device)
     return target

@@ -83,7 +83,8 @@ def refine_labels(
     labels (Tensor[C]): torchvision's 1 / 0 / -1 labels of the candidates (any dtype).
     candidates (FloatTensor[C, 4]): the anchors or proposals.
     Only BACKGROUND entries change: to IGNORE (overlap with an ignore box >= ``ignore_iou``),
-    else to HARD_NEGATIVE (overlap with a hard negative >= ``HARD_NEGATIVE_IOU``).
+    else to HARD_NEGATIVE (overlap with a hard negative >= ``HARD_NEGATIVE_IOU``), else to
+    IGNORE on a ``foreground_only`` image.
     Returns a new tensor of the same dtype.
     """
     out = labels.clone()
@@ -92,6 +93,9 @@ def refine_labels(
     hard = background & ~ignored & (
         _max_iou(candidates, target.get("hard_negatives")) >= HARD_NEGATIVE_IOU
     )
+    fg_only = target.get("foreground_only")
+    if fg_only is not None and bool(fg_only):
+        ignored = background & ~hard
     out[ignored] = IGNORE
     out[hard] = HARD_NEGATIVE
     return out

@@ -409,7 +409,7 @@ def student_batch(
         targets.append(targets_for_student(
             place(sample.boxes), place(m), config.mining.policy, config.mining.regress_mined,
             place(sample.hard_negatives), None if uncertain is None else place(uncertain[i]),
-            place(sample.nearby) if len(sample.nearby) else None,
+            place(sample.nearby) if len(sample.nearby) else None, sample.background,
         ))
     return resized, targets
 
