@@ -167,6 +167,11 @@ def test_a_foreground_only_image_trains_its_boxes_and_no_background():
     torch.manual_seed(0)
     losses = model([torch.rand(3, 96, 96)], [fg])
     assert all(torch.isfinite(v) for v in losses.values())
+    # a foreground-only image whose boxes all fell outside it samples nothing: zero losses
+    empty = targets_for_student(torch.zeros(0, 4), torch.zeros(0, 4), "none", background=False)
+    losses = model([torch.rand(3, 96, 96)], [empty])
+    assert all(v.detach().item() == 0 for v in losses.values())
+    sum(losses.values()).backward()
 
 
 def test_hard_negatives_are_always_background_samples_in_both_stages():

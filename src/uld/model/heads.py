@@ -51,6 +51,9 @@ class LesionRPN(RegionProposalNetwork):
         pos_masks, neg_masks = self.fg_bg_sampler(labels)
         sampled_pos = torch.where(torch.cat(pos_masks))[0]
         sampled = torch.cat([sampled_pos, torch.where(torch.cat(neg_masks))[0]])
+        if sampled.numel() == 0:  # only foreground-only images without boxes: nothing to learn
+            zero = objectness.sum() * 0
+            return zero, zero + pred_bbox_deltas.sum() * 0
         codes = torch.cat(labels)
         regressed = sampled_pos[regression_mask(codes[sampled_pos])]
         box_loss = F.smooth_l1_loss(
@@ -127,8 +130,12 @@ def box_losses(
 
     class_logits (Tensor[N, 2]), box_regression (Tensor[N, 8]), labels (Int64Tensor[N] codes
     of the sampled proposals), regression_targets (Tensor[N, 4]). Cross-entropy on every
-    sampled proposal; smooth-L1 on the POSITIVE ones, divided by N as torchvision does.
+    sampled proposal; smooth-L1 on the POSITIVE ones, divided by N as torchvision does. With
+    nothing sampled (foreground-only images without boxes) both losses are 0.
     """
+    if labels.numel() == 0:
+        zero = class_logits.sum() * 0
+        return zero, zero + box_regression.sum() * 0
     classification_loss = F.cross_entropy(class_logits, classifier_targets(labels))
     regressed = torch.where(regression_mask(labels))[0]
     per_class = box_regression.reshape(box_regression.shape[0], -1, 4)
