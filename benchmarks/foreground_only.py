@@ -24,10 +24,10 @@ import argparse
 import csv
 from pathlib import Path
 
+from train_test import train_and_test
+
 from uld.config import load_config
-from uld.data.annotations import read_gt
 from uld.data.dataset import DataError, write_csv
-from uld.experiment.runner import evaluate_run, train_or_reuse
 
 
 def foreground_only_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -58,9 +58,7 @@ def main() -> None:
     write_csv(labels, *foreground_only_rows(args.harvest))
     config = load_config("demo", [f"data.root={data}", f"train.seed={args.seed}",
                                   f"data.annotations={labels}", "mining.policy=none", *args.set])
-    run = out / "run"
-    train_or_reuse(config, run, progress=False)
-    result = evaluate_run(run, data, read_gt(data, split="test"), progress=False)
+    result = train_and_test(config, out / "run")
     print(f"seed {args.seed}: test AP {100 * result['ap']:.2f}", flush=True)
 
 

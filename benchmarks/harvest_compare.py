@@ -24,7 +24,8 @@ from uld.data.dataset import Annotations, DatasetFolder, read_annotations
 from uld.experiment.stats import paired_by_seed
 
 FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes, tau 0.9",
-          "final_volumes_min3_tau0.98": "harvest, volumes, >= 3 slices at >= 0.98"}
+          "final_volumes_min3_tau0.98": "harvest, volumes, >= 3 slices at >= 0.98",
+          "final_volumes_min3_tau0.98_fg": "the same, new slices foreground only"}
 
 
 def scores(run: Path) -> dict[str, float] | None:
