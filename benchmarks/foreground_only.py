@@ -25,7 +25,6 @@ import csv
 from pathlib import Path
 
 from train_test import train_and_test
-
 from uld.config import load_config
 from uld.data.dataset import DataError, write_csv
 
