@@ -143,6 +143,34 @@ def test_prediction_review_adds_each_slice_with_the_peak_as_key(dataset, tmp_pat
     assert json.loads((other.parent / "manifest.json").read_text())["review_id"] != manifest["review_id"]
 
 
+def test_accepted_boxes_keep_their_slices_foreground_only_or_not(dataset, tmp_path):
+    import csv
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    (name, _tracklets), = _predictions(data, tmp_path / "pred").items()
+    path = data / "annotations.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    header = [*rows[0], "background"]
+    rows = [{**r, "background": "1"} for r in rows]
+    rows.append({**rows[0], "volume": name, "z": "6", "key": "1", "background": "0"})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert DatasetFolder(data).annotations().foreground_only_slices() == {(name, 6)}
+    manifest = json.loads(build_review(tmp_path / "pred", data, tmp_path / "review", neighbours=0)
+                          .parent.joinpath("manifest.json").read_text())
+    doc = {"format": "uld-verdicts", "version": 1, "review_id": manifest["review_id"],
+           "verdicts": {f"{name}/1": "accept", f"{name}/2": "reject"}}
+    (tmp_path / "v.json").write_text(json.dumps(doc))
+    assert apply_verdicts(tmp_path / "v.json", data, tmp_path / "new",
+                          review=tmp_path / "review")["rows_added"] == 3
+    # slice 6 stays foreground-only with its accepted box; slices 5 and 7 train as labels do
+    assert DatasetFolder(tmp_path / "new").annotations().foreground_only_slices() == {(name, 6)}
+
+
 def test_bad_verdicts_are_one_line_naming_file_and_entry(dataset, tmp_path, capsys):
     _predictions(dataset, tmp_path / "pred")
     build_review(tmp_path / "pred", dataset, tmp_path / "review", neighbours=0)

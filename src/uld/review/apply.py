@@ -131,7 +131,8 @@ def _copy_dataset(src: Path, dst: Path) -> None:
 
 
 def _annotations_text(original: Path, added: list[tuple[str, int, list[float], bool, str]]) -> str:
-    read_annotations(original)  # validated first: a bad original row stops here, naming it
+    table = read_annotations(original)  # validated first: a bad original row stops here, naming it
+    foreground_only = table.foreground_only_slices()  # an added box keeps its slice's kind
     with original.open(newline="", encoding="utf-8") as handle:
         header = list(csv.DictReader(handle).fieldnames or [])
     had_key = "key" in header
@@ -148,7 +149,8 @@ def _annotations_text(original: Path, added: list[tuple[str, int, list[float], b
             writer.writerow([row.get(c, "") for c in columns])
     for volume, z, box, key, provenance in added:
         values = {"volume": volume, "z": str(z), "x1": repr(box[0]), "y1": repr(box[1]), "x2": repr(box[2]),
-                  "y2": repr(box[3]), "key": "1" if key else "0", PROVENANCE: provenance}
+                  "y2": repr(box[3]), "key": "1" if key else "0", PROVENANCE: provenance,
+                  "background": "0" if (volume, z) in foreground_only else "1"}
         writer.writerow([values.get(c, "") for c in columns])
     return buffer.getvalue()
 
