@@ -24,9 +24,9 @@ import argparse
 import csv
 from pathlib import Path
 
-from train_test import train_and_test
 from uld.config import load_config
 from uld.data.dataset import DataError, write_csv
+from uld.experiment.runner import train_and_evaluate
 
 
 def foreground_only_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -57,8 +57,8 @@ def main() -> None:
     write_csv(labels, *foreground_only_rows(args.harvest))
     config = load_config("demo", [f"data.root={data}", f"train.seed={args.seed}",
                                   f"data.annotations={labels}", "mining.policy=none", *args.set])
-    result = train_and_test(config, out / "run")
-    print(f"seed {args.seed}: test AP {100 * result['ap']:.2f}", flush=True)
+    ap = train_and_evaluate(config, out / "run", data, progress=False)
+    print(f"seed {args.seed}: test AP {100 * ap:.2f}", flush=True)
 
 
 if __name__ == "__main__":
