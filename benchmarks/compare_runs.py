@@ -6,7 +6,10 @@
 ``metrics.jsonl``), as ``benchmarks/train_test.py`` writes them. Prints each run's test AP and
 AVG, best validation AP and its step, and the validation gain over the last quarter of the run
 (converged: below 1 point, issue 11); then, for each ``--pair A B``, A - B paired by seed with
-the 95 % t interval (test AP, AVG and best validation AP).
+the 95 % t interval (test AP, AVG and best validation AP). With ``--data`` (the benchmark's
+dataset folder; the runs' ``test_detections.json`` are needed, which the committed copies do
+not keep), also each seed's A - B test AP with a paired bootstrap over the test volumes: the
+noise of the test split alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 from pathlib import Path
 
 from learning_curves import last_quarter_gain
+from uld.experiment.runner import paired_volume_difference
 from uld.experiment.stats import paired_by_seed
 
 RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)$")
@@ -40,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
+    parser.add_argument("--data", type=Path, help="the dataset folder: per-seed volume bootstrap")
     args = parser.parse_args()
     table: dict[str, dict[int, dict[str, float]]] = {}
     for run in sorted(p for p in args.folder.iterdir() if p.is_dir()):
@@ -64,6 +69,15 @@ def main() -> None:
                                 {s: table[b][s][measure] for s in common})
             cells.append(f"{iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}]")
         print(f"| {a} - {b} | {len(common)} | " + " | ".join(cells) + " |")
+    if args.data:
+        print("\n| comparison | seed | test AP, paired bootstrap over test volumes |\n|---|---|---|")
+        for a, b in args.pair:
+            for seed in sorted(set(table.get(a, {})) & set(table.get(b, {}))):
+                iv = paired_volume_difference(args.folder / f"{a}_s{seed}",
+                                              args.folder / f"{b}_s{seed}", args.data)
+                text = "no test_detections.json" if iv is None else \
+                    f"{iv.mean:+.1f} [{iv.low:+.1f}, {iv.high:+.1f}]"
+                print(f"| {a} - {b} | {seed} | {text} |")
 
 
 if __name__ == "__main__":
