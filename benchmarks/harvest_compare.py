@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+from compare_runs import run_scores
 from uld.boxes import iou
 from uld.data.dataset import Annotations, DatasetFolder, read_annotations
 from uld.experiment.stats import paired_by_seed
@@ -26,16 +27,6 @@ from uld.experiment.stats import paired_by_seed
 FINALS = {"final": "harvest, key slices", "final_volumes": "harvest, volumes, tau 0.9",
           "final_volumes_min3_tau0.98": "harvest, volumes, >= 3 slices at >= 0.98",
           "final_volumes_min3_tau0.98_fg": "the same, new slices foreground only"}
-
-
-def scores(run: Path) -> dict[str, float] | None:
-    """Test AP and AVG and best validation AP (in %) of a finished run, or None."""
-    test, summary = run / "test_p3d.json", run / "summary.json"
-    if not (test.is_file() and summary.is_file()):
-        return None
-    result = json.loads(test.read_text())
-    return {"ap": 100 * result["ap"], "avg": 100 * result["avg"],
-            "val": 100 * json.loads(summary.read_text())["best_val_ap"]}
 
 
 def slice_completeness(harvest: Annotations, truth: Annotations,
@@ -85,11 +76,11 @@ def main() -> None:
     for seed_dir in sorted(args.probes.glob("s[0-9]*")):
         seed = int(seed_dir.name[1:])
         for name, run in rows.items():
-            found = scores(args.runs / f"{run}_s{seed}")
+            found = run_scores(args.runs / f"{run}_s{seed}")
             if found:
                 table[name][seed] = found
         for run_name, name in FINALS.items():
-            found = scores(seed_dir / run_name)
+            found = run_scores(seed_dir / run_name)
             if found:
                 table[name][seed] = found
         if not (seed_dir / "harvest.json").is_file():
