@@ -9,7 +9,8 @@ AVG, best validation AP and its step, and the validation gain over the last quar
 the 95 % t interval (test AP, AVG and best validation AP). With ``--data`` (the benchmark's
 dataset folder; the runs' ``test_detections.json`` are needed, which the committed copies do
 not keep), also each seed's A - B test AP with a paired bootstrap over the test volumes: the
-noise of the test split alone.
+noise of the test split alone. ``--test-file test_p3d_final.json`` compares the runs' final
+teachers instead (``benchmarks/final_teacher.py``).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from uld.experiment.stats import paired_by_seed
 RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)$")
 
 
-def run_scores(run: Path) -> dict[str, float] | None:
-    """Test AP and AVG, best validation AP (all in %), its step and the last-quarter gain of a
-    finished run; None while it is not finished."""
-    test, summary = run / "test_p3d.json", run / "summary.json"
+def run_scores(run: Path, test_file: str = "test_p3d.json") -> dict[str, float] | None:
+    """Test AP and AVG (from ``test_file``), best validation AP (all in %), its step and the
+    last-quarter gain of a finished run; None while it is not finished."""
+    test, summary = run / test_file, run / "summary.json"
     if not (test.is_file() and summary.is_file()):
         return None
     result, info = json.loads(test.read_text()), json.loads(summary.read_text())
@@ -45,10 +46,16 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
     parser.add_argument("--data", type=Path, help="the dataset folder: per-seed volume bootstrap")
+    parser.add_argument("--test-file", default="test_p3d.json",
+                        help="the test result read from each run (test_p3d_final.json: the final "
+                             "teacher's, from final_teacher.py)")
     args = parser.parse_args()
+    if args.data and args.test_file != "test_p3d.json":
+        parser.error("--data bootstraps each run's test_detections.json, its best validated "
+                     "teacher's: for the final teachers run it on final_teacher.py's OUT folder")
     table: dict[str, dict[int, dict[str, float]]] = {}
     for run in sorted(p for p in args.folder.iterdir() if p.is_dir()):
-        match, scores = RUN_NAME.match(run.name), run_scores(run)
+        match, scores = RUN_NAME.match(run.name), run_scores(run, args.test_file)
         if match and scores:
             table.setdefault(match["row"], {})[int(match["seed"])] = scores
     print("| run | test AP | AVG | best val AP (step) | val gain, last quarter |")

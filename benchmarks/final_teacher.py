@@ -7,13 +7,15 @@ instead, the same way (``uld.experiment.runner.evaluate_run``), so that the rows
 compared at equal training length with no choice made.
 
     python benchmarks/final_teacher.py RUNS/long OUT --data RUNS/data
-    python benchmarks/compare_runs.py OUT --pair add_aug none_aug --data RUNS/data
+    python benchmarks/compare_runs.py RUNS/long --pair add_aug none_aug --test-file test_p3d_final.json
+    python benchmarks/compare_runs.py OUT --pair add_aug none_aug --data RUNS/data   # + bootstrap
 
 For every ``ROW_sSEED`` folder of ``RUNS/long`` holding ``model.pt``, ``OUT/ROW_sSEED`` gets a
 link to that ``model.pt``, copies of ``config.yaml``, ``summary.json`` and ``metrics.jsonl``
 (so that ``compare_runs.py`` reads it as a run; its validation columns are the run's own),
-and the final teacher's ``test_p3d.json`` and ``test_detections.json``. Runs already scored
-are skipped.
+and the final teacher's ``test_p3d.json`` and ``test_detections.json``; the run folder itself
+gets a copy of that ``test_p3d.json`` as ``test_p3d_final.json`` (small: the file to keep).
+Runs already scored are skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from uld.data.annotations import read_gt
 from uld.experiment.runner import evaluate_run
 
 COPIED = ("config.yaml", "summary.json", "metrics.jsonl")
+FINAL_RESULT = "test_p3d_final.json"
 
 
 def mirror(run: Path, out: Path) -> Path:
@@ -53,7 +56,9 @@ def main() -> None:
     if not runs:
         parser.error(f"{args.folder}: no ROW_sSEED run folder with a model.pt")
     for run in runs:
-        result = evaluate_run(mirror(run, args.out), args.data, gt, progress=False)
+        scored = mirror(run, args.out)
+        result = evaluate_run(scored, args.data, gt, progress=False)
+        shutil.copy2(scored / "test_p3d.json", run / FINAL_RESULT)
         print(f"{run.name}: final teacher, test AP {100 * result['ap']:.2f}, "
               f"AVG {100 * result['avg']:.2f}", flush=True)
 
