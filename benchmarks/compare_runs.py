@@ -21,13 +21,13 @@ import re
 from pathlib import Path
 
 from learning_curves import last_quarter_gain
-from uld.experiment.runner import paired_volume_difference
+from uld.experiment.runner import RESULT_FILE, paired_volume_difference
 from uld.experiment.stats import paired_by_seed
 
 RUN_NAME = re.compile(r"(?P<row>.+)_s(?P<seed>\d+)$")
 
 
-def run_scores(run: Path, test_file: str = "test_p3d.json") -> dict[str, float] | None:
+def run_scores(run: Path, test_file: str = RESULT_FILE) -> dict[str, float] | None:
     """Test AP and AVG (from ``test_file``), best validation AP (all in %), its step and the
     last-quarter gain of a finished run; None while it is not finished."""
     test, summary = run / test_file, run / "summary.json"
@@ -46,11 +46,11 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
     parser.add_argument("--data", type=Path, help="the dataset folder: per-seed volume bootstrap")
-    parser.add_argument("--test-file", default="test_p3d.json",
+    parser.add_argument("--test-file", default=RESULT_FILE,
                         help="the test result read from each run (test_p3d_final.json: the final "
                              "teacher's, from final_teacher.py)")
     args = parser.parse_args()
-    if args.data and args.test_file != "test_p3d.json":
+    if args.data and args.test_file != RESULT_FILE:
         parser.error("--data bootstraps each run's test_detections.json, its best validated "
                      "teacher's: for the final teachers run it on final_teacher.py's OUT folder")
     table: dict[str, dict[int, dict[str, float]]] = {}

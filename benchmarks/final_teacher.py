@@ -26,7 +26,7 @@ from pathlib import Path
 
 from compare_runs import RUN_NAME
 from uld.data.annotations import read_gt
-from uld.experiment.runner import evaluate_run
+from uld.experiment.runner import RESULT_FILE, evaluate_run
 
 COPIED = ("config.yaml", "summary.json", "metrics.jsonl")
 FINAL_RESULT = "test_p3d_final.json"
@@ -58,7 +58,7 @@ def main() -> None:
     for run in runs:
         scored = mirror(run, args.out)
         result = evaluate_run(scored, args.data, gt, progress=False)
-        shutil.copy2(scored / "test_p3d.json", run / FINAL_RESULT)
+        shutil.copy2(scored / RESULT_FILE, run / FINAL_RESULT)
         print(f"{run.name}: final teacher, test AP {100 * result['ap']:.2f}, "
               f"AVG {100 * result['avg']:.2f}", flush=True)
 
