@@ -232,7 +232,8 @@ def tune_grid() -> list[dict[str, float]]:
     return grid
 
 
-SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_gap", "smooth_slices")
+SUPPRESS_KEYS = ("contain_thresh", "contain_area_ratio", "merge_thresh", "merge_gap", "smooth_slices",
+                 "smooth_ends")
 _OFF = {"contain_thresh": 1.0, "merge_thresh": 1.0, "smooth_slices": 0}
 
 
@@ -395,6 +396,7 @@ def main() -> None:
                         help="'after' also trims lesions' ends below this share of their best score (0: off)")
     parser.add_argument("--tune-trim", action="store_true", help="grid of --trim on the run's settings (val)")
     parser.add_argument("--smooth", type=int, help="infer.smooth_slices of 'after' (default: the run's)")
+    parser.add_argument("--smooth-ends", type=int, help="infer.smooth_ends of 'after' (default: the run's)")
     parser.add_argument("--tune-smooth", action="store_true",
                         help="grid of infer.smooth_slices on the run's settings (val)")
     parser.add_argument("--min-score", type=float, default=0.5, help="lesions written: score >= this")
@@ -402,8 +404,9 @@ def main() -> None:
     args = parser.parse_args()
     if not 0.0 <= args.trim <= 1.0:
         parser.error(f"--trim = {args.trim}: must lie in [0, 1]")
-    if args.smooth is not None and args.smooth < 0:
-        parser.error(f"--smooth = {args.smooth}: must be >= 0")
+    for flag, value in (("--smooth", args.smooth), ("--smooth-ends", args.smooth_ends)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} = {value}: must be >= 0")
     if (args.tune or args.tune_suppress or args.tune_trim or args.tune_smooth) and args.split == "test":
         parser.error("--tune selects parameters: run it on --split val, not on the test split")
 
@@ -432,7 +435,7 @@ def main() -> None:
     if args.tune_suppress or args.suppress or args.tune_trim or args.tune_smooth:
         given = (("contain_thresh", args.contain), ("contain_area_ratio", args.area_ratio),
                  ("merge_thresh", args.merge), ("merge_gap", args.merge_gap),
-                 ("smooth_slices", args.smooth))
+                 ("smooth_slices", args.smooth), ("smooth_ends", args.smooth_ends))
         after = replace(infer, **{k: v for k, v in given if v is not None})
         compare_suppression(dets, truth, gt_key, gt_full, infer, after, args.tune_suppress,
                             args.bootstrap, args.min_score, args.trim, args.tune_trim,

@@ -51,6 +51,23 @@ def test_zero_scores_and_degenerate_boxes_stay_finite():
     assert np.isfinite(out).all()
 
 
-def test_a_negative_reach_is_a_one_line_error():
-    with pytest.raises(ValueError, match=r"^reach = -1: must be >= 0$"):
+def test_with_ends_only_the_outermost_boxes_move_and_the_inner_ones_stay_as_detected():
+    rows = [(z, [10 + 2 * (z % 2), 10, 20 + 2 * (z % 2), 20, 0.9]) for z in range(6)]
+    boxes = np.array([r[1] for r in rows])
+    z = np.array([r[0] for r in rows])[::-1].copy()  # any order: the ends are by slice
+    every = smooth_boxes(z, boxes[::-1], 1)
+    out = smooth_boxes(z, boxes[::-1], 1, ends=1)
+    moved = ~np.isclose(out, boxes[::-1]).all(axis=1)
+    assert z[moved].tolist() == [5, 0]  # the lowest and the highest slice
+    assert out[moved] == pytest.approx(every[moved])
+    two = smooth_boxes(z, boxes[::-1], 1, ends=2)
+    assert sorted(z[~np.isclose(two, boxes[::-1]).all(axis=1)].tolist()) == [0, 1, 4, 5]
+    # a lesion of two boxes has only ends: ends=1 smooths both, as smoothing every box does
+    assert smooth_boxes(z[:2], boxes[:2], 1, ends=1) == pytest.approx(smooth_boxes(z[:2], boxes[:2], 1))
+
+
+def test_a_negative_reach_or_ends_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"^reach = -1, ends = 0: must be >= 0$"):
         smooth_tracklets([], -1)
+    with pytest.raises(ValueError, match=r"^reach = 1, ends = -2: must be >= 0$"):
+        smooth_tracklets([], 1, ends=-2)

@@ -193,6 +193,9 @@ def test_find_lesions_off_equals_the_linker_alone():
     smoothed, _ = find_lesions(slices, replace(off, trim_thresh=0.5, smooth_slices=1))
     assert [[(z, b.tolist()) for z, b in t] for t in smoothed] == \
         [[(z, b.tolist()) for z, b in t] for t in smooth_tracklets(trim_tracklet_ends(expected, 0.5), 1)]
+    ends, _ = find_lesions(slices, replace(off, smooth_slices=2, smooth_ends=1))
+    assert [[(z, b.tolist()) for z, b in t] for t in ends] == \
+        [[(z, b.tolist()) for z, b in t] for t in smooth_tracklets(expected, 2, ends=1)]
 
 
 # --------------------------------------------------------------------------- ends
@@ -255,7 +258,7 @@ def test_an_empty_tracklet_is_refused_naming_it():
 @pytest.mark.parametrize("key,value", [
     ("infer.contain_thresh", "1.5"), ("infer.contain_area_ratio", "-0.1"),
     ("infer.merge_thresh", "2"), ("infer.merge_gap", "-1"), ("infer.trim_thresh", "1.2"),
-    ("infer.smooth_slices", "-1"),
+    ("infer.smooth_slices", "-1"), ("infer.smooth_ends", "-1"),
     ("mining.contain_thresh", "-0.5"), ("mining.contain_area_ratio", "1.1"),
 ])
 def test_out_of_range_settings_are_one_line_errors_naming_the_key(key, value):

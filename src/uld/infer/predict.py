@@ -72,7 +72,7 @@ def find_lesions(slices: list[SliceDetections], config: InferConfig) -> tuple[li
     (``infer.contain_thresh``), the linker (``infer.linker``), then 3D merging of tracklets
     (``infer.merge_thresh``, ``infer.merge_gap``), the trimming of each lesion's weak end
     boxes (``infer.trim_thresh``; see :mod:`uld.infer.suppress`) and the smoothing of its boxes
-    along z (``infer.smooth_slices``, :mod:`uld.infer.smooth`).
+    along z (``infer.smooth_slices``, ``infer.smooth_ends``, :mod:`uld.infer.smooth`).
 
     Returns ``(tracklets, counts)``: per lesion, how many linked tracklets were merged into it
     (1: none besides its own). With the contain and merge thresholds at 1, the trim threshold
@@ -82,7 +82,7 @@ def find_lesions(slices: list[SliceDetections], config: InferConfig) -> tuple[li
     lesions, counts = merge_tracklets(link_slices(slices, config), config.merge_thresh,
                                       config.merge_gap, config.contain_area_ratio)
     lesions = trim_tracklet_ends(lesions, config.trim_thresh)
-    return smooth_tracklets(lesions, config.smooth_slices), counts
+    return smooth_tracklets(lesions, config.smooth_slices, config.smooth_ends), counts
 
 
 def predict_volume(

@@ -7,7 +7,9 @@ say where its box should be. :func:`smooth_tracklets` replaces each box's centre
 width and height by their mean over the tracklet's boxes within ``reach`` slices, each
 weighted by its score and by ``1 / (1 + |dz|)`` (the box itself weighs its full score). Scores
 and slices are unchanged, so a lesion's ranking and extent stay as they were; only where its
-boxes lie moves. Off by default (``infer.smooth_slices`` 0); ``docs/linking.md`` has the
+boxes lie moves. With ``ends`` > 0 only the ``ends`` outermost boxes at each end of a lesion
+move, where the loose boxes are, and its inner boxes (the key slice among them) stay as
+detected. Off by default (``infer.smooth_slices`` 0); ``docs/linking.md`` has the
 measurements.
 """
 
@@ -22,13 +24,14 @@ from uld.data.annotations import Tracklet
 __all__ = ["smooth_boxes", "smooth_tracklets"]
 
 
-def smooth_boxes(z: np.ndarray, boxes: np.ndarray, reach: int) -> np.ndarray:
+def smooth_boxes(z: np.ndarray, boxes: np.ndarray, reach: int, ends: int = 0) -> np.ndarray:
     """Boxes smoothed along z.
 
-    z: ndarray[L] slice of each box; boxes: ndarray[L, 5] ``[x1, y1, x2, y2, score]`` with
-    ``x1 < x2``, ``y1 < y2`` and scores in [0, 1]. Returns a new ndarray[L, 5]: each centre and log
-    side is the weighted mean (weights ``score / (1 + |dz|)``) over the boxes with
-    ``|dz| <= reach``; scores copied. ``reach`` 0 returns a copy.
+    z: ndarray[L] slice of each box (distinct); boxes: ndarray[L, 5] ``[x1, y1, x2, y2, score]``
+    with ``x1 < x2``, ``y1 < y2`` and scores in [0, 1]. Returns a new ndarray[L, 5]: each centre
+    and log side is the weighted mean (weights ``score / (1 + |dz|)``) over the boxes with
+    ``|dz| <= reach``; scores copied. ``ends`` > 0: only the ``ends`` boxes of lowest and of
+    highest z are replaced, the others copied. ``reach`` 0 returns a copy.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
     if reach <= 0 or len(boxes) < 2:
@@ -41,17 +44,22 @@ def smooth_boxes(z: np.ndarray, boxes: np.ndarray, reach: int) -> np.ndarray:
     centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
     log_side = np.log(np.maximum(boxes[:, 2:4] - boxes[:, :2], 1e-6))
     centre, half = weights @ centre, np.exp(weights @ log_side) / 2
-    return np.concatenate([centre - half, centre + half, boxes[:, 4:]], axis=1)
+    smoothed = np.concatenate([centre - half, centre + half, boxes[:, 4:]], axis=1)
+    if ends > 0:
+        rank = np.argsort(np.argsort(z))  # 0 = lowest slice
+        inner = (rank >= ends) & (rank < len(z) - ends)
+        smoothed[inner] = boxes[inner]
+    return smoothed
 
 
-def smooth_tracklets(tracklets: Sequence[Tracklet], reach: int) -> list[Tracklet]:
+def smooth_tracklets(tracklets: Sequence[Tracklet], reach: int, ends: int = 0) -> list[Tracklet]:
     """Each tracklet with its boxes smoothed (:func:`smooth_boxes`), in the input's order.
 
-    tracklets: ``[(z, ndarray([x1, y1, x2, y2, score])), ...]``. ``reach`` must be >= 0; 0
-    returns the input unchanged (copied lists).
+    tracklets: ``[(z, ndarray([x1, y1, x2, y2, score])), ...]``. ``reach`` and ``ends`` must be
+    >= 0; ``reach`` 0 returns the input unchanged (copied lists); ``ends`` 0 smooths every box.
     """
-    if reach < 0:
-        raise ValueError(f"reach = {reach}: must be >= 0")
+    if reach < 0 or ends < 0:
+        raise ValueError(f"reach = {reach}, ends = {ends}: must be >= 0")
     if reach == 0:
         return [list(trk) for trk in tracklets]
     out = []
@@ -60,5 +68,6 @@ def smooth_tracklets(tracklets: Sequence[Tracklet], reach: int) -> list[Tracklet
             out.append(list(trk))
             continue
         zs = [z for z, _ in trk]
-        out.append(list(zip(zs, smooth_boxes(np.array(zs), np.stack([b for _, b in trk]), reach))))
+        out.append(list(zip(zs, smooth_boxes(np.array(zs), np.stack([b for _, b in trk]), reach,
+                                                    ends))))
     return out
