@@ -68,6 +68,6 @@ def smooth_tracklets(tracklets: Sequence[Tracklet], reach: int, ends: int = 0) -
             out.append(list(trk))
             continue
         zs = [z for z, _ in trk]
-        out.append(list(zip(zs, smooth_boxes(np.array(zs), np.stack([b for _, b in trk]), reach,
-                                                    ends))))
+        smoothed = smooth_boxes(np.array(zs), np.stack([b for _, b in trk]), reach, ends)
+        out.append(list(zip(zs, smoothed)))
     return out
