@@ -11,7 +11,6 @@ detected), on top of the ``infer`` defaults, and prints purity and P3D per varia
         [TRIM ...] [--protect] [--only=LABEL ...]
 """
 
-import itertools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,10 +23,7 @@ from uld.config import Config
 from uld.data.annotations import read_gt
 from uld.eval.linking_quality import read_lesion_truth
 from uld.infer.predict import find_lesions
-from uld.infer.smooth import smooth_boxes
-
-PROTECT_BEST = False
-"""Leave each lesion's best-scoring box as detected (``--protect``)."""
+from uld.infer.smooth import average_boxes, smooth_boxes
 
 
 def own_weighted(z: np.ndarray, boxes: np.ndarray, k: int, own: float) -> np.ndarray:
@@ -37,14 +33,13 @@ def own_weighted(z: np.ndarray, boxes: np.ndarray, k: int, own: float) -> np.nda
     weights = np.where(distance <= k, score[None, :] / (1.0 + distance), 0.0)
     weights[np.diag_indices(len(z))] *= own
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
-    log_side = np.log(np.maximum(boxes[:, 2:4] - boxes[:, :2], 1e-6))
-    centre, half = weights @ centre, np.exp(weights @ log_side) / 2
-    return np.concatenate([centre - half, centre + half, boxes[:, 4:]], axis=1)
+    return average_boxes(boxes, weights)
 
 
-def partial_smooth(trk: list, k: int, ends: int = 0, gate: float = 0.0, own: float = 1.0) -> list:
-    """The tracklet with its chosen boxes replaced by their smoothed version."""
+def partial_smooth(trk: list, k: int, ends: int = 0, gate: float = 0.0, own: float = 1.0,
+                   protect: bool = False) -> list:
+    """The tracklet with its chosen boxes replaced by their smoothed version (``protect``: its
+    best-scoring box never)."""
     if len(trk) < 2:
         return list(trk)
     z = np.array([zz for zz, _ in trk])
@@ -57,7 +52,7 @@ def partial_smooth(trk: list, k: int, ends: int = 0, gate: float = 0.0, own: flo
         chosen[order[-ends:]] = True
     if gate:
         chosen |= boxes[:, 4] < gate * boxes[:, 4].max()
-    if PROTECT_BEST:
+    if protect:
         chosen[np.argmax(boxes[:, 4])] = False
     out = np.where(chosen[:, None], smooth, boxes)
     return list(zip(z.tolist(), out))
@@ -70,8 +65,7 @@ def main() -> None:
     gt_full = full_gt(truth)
     gt_key = read_gt(data, split=split)
     infer = Config().infer
-    global PROTECT_BEST
-    PROTECT_BEST = "--protect" in sys.argv
+    protect = "--protect" in sys.argv
     only = [a.split("=", 1)[1] for a in sys.argv[5:] if a.startswith("--only=")]
     trims = [float(t) for t in sys.argv[5:] if not t.startswith("--")] or [0.0]
     variants = [("defaults", 0, 0, 0.0, 1.0)]
@@ -80,16 +74,18 @@ def main() -> None:
                  for o in (1.0, 0.5, 0.25)]
     variants += [(f"gate={g} k={k}", k, 0, g, 1.0) for g in (0.8, 0.9) for k in (1, 2)]
     print("| variant | trim | purity | completeness | avg | ap | ap_full |\n|---|---|---|---|---|---|---|")
-    for trim, (label, k, ends, gate, own) in itertools.product(trims, variants):
-        if only and label not in only:
-            continue
+    for trim in trims:
         base = {name: find_lesions(slices, replace(infer, trim_thresh=trim))[0]
                 for name, slices in dets.items()}
-        linked = base if k == 0 else {
-            name: [partial_smooth(t, k, ends, gate, own) for t in trks] for name, trks in base.items()}
-        m = evaluate_linked(linked, truth, gt_key, gt_full)
-        print(f"| {label} | {trim} | {m['purity']:.3f} | {m['completeness']:.3f} | {m['avg']:.2f} | "
-              f"{m['ap']:.2f} | {m['ap_full']:.2f} |", flush=True)
+        for label, k, ends, gate, own in variants:
+            if only and label not in only:
+                continue
+            linked = base if k == 0 else {
+                name: [partial_smooth(t, k, ends, gate, own, protect) for t in trks]
+                for name, trks in base.items()}
+            m = evaluate_linked(linked, truth, gt_key, gt_full)
+            print(f"| {label} | {trim} | {m['purity']:.3f} | {m['completeness']:.3f} | {m['avg']:.2f} | "
+                  f"{m['ap']:.2f} | {m['ap_full']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

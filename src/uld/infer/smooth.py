@@ -21,7 +21,19 @@ import numpy as np
 
 from uld.data.annotations import Tracklet
 
-__all__ = ["smooth_boxes", "smooth_tracklets"]
+__all__ = ["average_boxes", "smooth_boxes", "smooth_tracklets"]
+
+
+def average_boxes(boxes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each row's weighted mean box: centre and log width and height averaged.
+
+    boxes: ndarray[L, 5] ``[x1, y1, x2, y2, score]``; weights: ndarray[M, L], each row summing to
+    1. Returns ndarray[M, 5]; row i's score is ``boxes[i]``'s (so M = L: one box in, one out).
+    """
+    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
+    log_side = np.log(np.maximum(boxes[:, 2:4] - boxes[:, :2], 1e-6))
+    centre, half = weights @ centre, np.exp(weights @ log_side) / 2
+    return np.concatenate([centre - half, centre + half, boxes[:, 4:]], axis=1)
 
 
 def smooth_boxes(z: np.ndarray, boxes: np.ndarray, reach: int, ends: int = 0) -> np.ndarray:
@@ -41,10 +53,7 @@ def smooth_boxes(z: np.ndarray, boxes: np.ndarray, reach: int, ends: int = 0) ->
     score = np.maximum(boxes[:, 4], 1e-6)  # a zero score still counts for its own box
     weights = np.where(distance <= reach, score[None, :] / (1.0 + distance), 0.0)
     weights /= weights.sum(axis=1, keepdims=True)
-    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
-    log_side = np.log(np.maximum(boxes[:, 2:4] - boxes[:, :2], 1e-6))
-    centre, half = weights @ centre, np.exp(weights @ log_side) / 2
-    smoothed = np.concatenate([centre - half, centre + half, boxes[:, 4:]], axis=1)
+    smoothed = average_boxes(boxes, weights)
     if ends > 0:
         rank = np.argsort(np.argsort(z))  # 0 = lowest slice
         inner = (rank >= ends) & (rank < len(z) - ends)
