@@ -114,6 +114,11 @@ class ModelConfig:
     rpn_post_nms_top_n_test: int = 1000
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512
+    soft_sampling_floor: float = 1.0
+    """Soft Sampling (Wu et al., BMVC 2019), a follow-up switch against missing labels: the RoI
+    head's background proposals far from every known box (labeled or mined) weigh this much in
+    the classification loss, rising to 1 with their overlap with one
+    (``uld.model.sampling.soft_sampling_weights``). 1 = off (the paper)."""
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     detections_per_img: int = 100

@@ -53,6 +53,7 @@ RULES: dict[str, Rule] = {
     "model.rpn_post_nms_top_n_test": _at_least(1),
     "model.rpn_batch_size_per_image": _at_least(1),
     "model.box_batch_size_per_image": _at_least(1),
+    "model.soft_sampling_floor": _UNIT,
     "model.box_score_thresh": _UNIT,
     "model.box_nms_thresh": _UNIT,
     "model.detections_per_img": _at_least(1),

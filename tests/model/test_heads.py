@@ -18,6 +18,7 @@ from uld.model.sampling import (
     POSITIVE_NO_REGRESSION,
     HardNegativeSampler,
     match_labels,
+    soft_sampling_weights,
 )
 
 KNOWN = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
@@ -215,3 +216,53 @@ def test_regression_loss_leaves_out_unregressed_positives():
     logits[:, 1] = torch.tensor([5.0, 5.0, -5.0, -5.0])
     cls, _ = box_losses(logits, torch.zeros(4, 8), labels, targets)
     assert cls < 0.01
+
+
+def test_soft_sampling_weighs_background_by_its_overlap_with_known_boxes():
+    known = torch.tensor([[10.0, 10.0, 30.0, 30.0]])
+    proposals = torch.tensor([
+        [10.0, 10.0, 30.0, 30.0],  # the lesion itself: positive
+        [60.0, 60.0, 80.0, 80.0],  # far from it: maybe an unlabeled lesion
+        [20.0, 10.0, 40.0, 30.0],  # half over it (IoU 1/3): a reliable hard negative
+        [70.0, 10.0, 90.0, 30.0],  # far, but an explicit hard negative
+        [26.0, 10.0, 46.0, 30.0],  # just touching (IoU 1/9)
+    ])
+    labels = torch.tensor([POSITIVE, BACKGROUND, BACKGROUND, HARD_NEGATIVE, BACKGROUND])
+    weights = soft_sampling_weights(labels, proposals, known, 0.25)
+    assert weights[0] == 1.0 and weights[3] == 1.0
+    assert weights[1] == 0.25
+    assert 0.99 < weights[2] < 1.0
+    assert torch.isclose(weights[4], 1 - torch.exp(torch.tensor(-20.0 / 9)))
+    assert torch.equal(soft_sampling_weights(labels, proposals, known, 1.0), torch.ones(5))
+    no_boxes = soft_sampling_weights(labels, proposals, torch.zeros(0, 4), 0.0)
+    assert torch.equal(no_boxes, torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]))
+
+
+def test_soft_sampling_only_takes_gradient_away_from_far_background():
+    labels = torch.tensor([POSITIVE, BACKGROUND, BACKGROUND, HARD_NEGATIVE])
+    logits = torch.tensor([[0.0, 1.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.5]])
+    targets = torch.zeros(4, 4)
+    plain, _ = box_losses(logits, torch.zeros(4, 8), labels, targets)
+    ones, _ = box_losses(logits, torch.zeros(4, 8), labels, targets, torch.ones(4))
+    assert torch.isclose(plain, ones)
+    per = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 0, 0, 0]), reduction="none")
+    weighted, _ = box_losses(logits, torch.zeros(4, 8), labels, targets,
+                             torch.tensor([1.0, 0.25, 1.0, 1.0]))
+    assert torch.isclose(weighted, (per[0] + 0.25 * per[1] + per[2] + per[3]) / 4)
+
+
+def test_soft_sampling_trains_and_is_range_checked():
+    import pytest
+
+    from uld.config import ConfigError, load_config
+
+    config = ModelConfig(backbone="small", pretrained="", small_channels=(8, 8), out_channels=8,
+                         representation_size=16, anchor_sizes=(16, 24), rpn_batch_size_per_image=64,
+                         box_batch_size_per_image=32, soft_sampling_floor=0.25)
+    torch.manual_seed(0)
+    model = build_detector(config, 3).train()
+    target = targets_for_student(KNOWN, torch.zeros(0, 4), "none")
+    losses = model([torch.rand(3, 96, 96)], [target])
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ConfigError, match=r"^model.soft_sampling_floor = 1.5: must lie in \[0, 1\]"):
+        load_config("demo", ["model.soft_sampling_floor=1.5"])

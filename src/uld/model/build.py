@@ -262,6 +262,7 @@ def build_detector(config: ModelConfig, in_channels: int) -> LesionDetector:
         score_thresh=config.box_score_thresh,
         nms_thresh=config.box_nms_thresh,
         detections_per_img=config.detections_per_img,
+        soft_sampling_floor=config.soft_sampling_floor,
     )
     transform = NoResizeTransform(
         min_size=1,

@@ -18,6 +18,7 @@ from uld.model.sampling import (
     classifier_targets,
     match_labels,
     regression_mask,
+    soft_sampling_weights,
 )
 
 
@@ -70,11 +71,15 @@ class LesionRoIHeads(RoIHeads):
     """Box-only RoI heads whose proposal labels honour the optional target keys.
 
     Hard negatives join the proposals (as torchvision adds the ground-truth boxes), so each
-    one is certain to be a candidate. Masks and keypoints are not supported.
+    one is certain to be a candidate. ``soft_sampling_floor`` < 1 weights the background
+    proposals' classification loss by their overlap with the known boxes
+    (``uld.model.sampling.soft_sampling_weights``); 1 trains as torchvision does. Masks and
+    keypoints are not supported.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, soft_sampling_floor: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.soft_sampling_floor = soft_sampling_floor
         self.fg_bg_sampler = HardNegativeSampler(
             self.fg_bg_sampler.batch_size_per_image, self.fg_bg_sampler.positive_fraction
         )
@@ -116,27 +121,40 @@ class LesionRoIHeads(RoIHeads):
         proposals, labels, regression_targets = self.select_training_samples(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
+        weights = None
+        if self.soft_sampling_floor < 1.0:
+            weights = torch.cat([
+                soft_sampling_weights(codes, boxes, target["boxes"], self.soft_sampling_floor)
+                for codes, boxes, target in zip(labels, proposals, targets)
+            ])
         loss_classifier, loss_box_reg = box_losses(
-            class_logits, box_regression, torch.cat(labels), torch.cat(regression_targets)
+            class_logits, box_regression, torch.cat(labels), torch.cat(regression_targets),
+            weights,
         )
         return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
 
 
 def box_losses(
     class_logits: torch.Tensor, box_regression: torch.Tensor, labels: torch.Tensor,
-    regression_targets: torch.Tensor,
+    regression_targets: torch.Tensor, weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's ``fastrcnn_loss`` over the label codes (one foreground class).
 
     class_logits (Tensor[N, 2]), box_regression (Tensor[N, 8]), labels (Int64Tensor[N] codes
     of the sampled proposals), regression_targets (Tensor[N, 4]). Cross-entropy on every
-    sampled proposal; smooth-L1 on the POSITIVE ones, divided by N as torchvision does. With
-    nothing sampled (foreground-only images without boxes) both losses are 0.
+    sampled proposal (each multiplied by ``weights`` (Tensor[N]) where given, the sum still
+    divided by N, so a weight below 1 only takes gradient away); smooth-L1 on the POSITIVE
+    ones, divided by N as torchvision does. With nothing sampled (foreground-only images
+    without boxes) both losses are 0.
     """
     if labels.numel() == 0:
         zero = class_logits.sum() * 0
         return zero, zero + box_regression.sum() * 0
-    classification_loss = F.cross_entropy(class_logits, classifier_targets(labels))
+    if weights is None:
+        classification_loss = F.cross_entropy(class_logits, classifier_targets(labels))
+    else:
+        per_sample = F.cross_entropy(class_logits, classifier_targets(labels), reduction="none")
+        classification_loss = (per_sample * weights.to(per_sample.dtype)).sum() / labels.numel()
     regressed = torch.where(regression_mask(labels))[0]
     per_class = box_regression.reshape(box_regression.shape[0], -1, 4)
     box_loss = F.smooth_l1_loss(

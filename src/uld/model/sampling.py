@@ -40,6 +40,10 @@ HARD_NEGATIVE = -2
 HARD_NEGATIVE_IOU = 0.5
 """A sample overlapping a hard negative at least this much counts as that hard negative."""
 
+SOFT_SAMPLING_RISE = 20.0
+"""Steepness of the soft-sampling weight: background overlapping a known box at IoU 0.1 gets
+0.86 of full weight, at 0.2 0.98 (``soft_sampling_weights``)."""
+
 
 def _max_iou(candidates: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
     """FloatTensor[C]: each candidate's best IoU with ``boxes`` (0 where there are none)."""
@@ -146,6 +150,31 @@ class HardNegativeSampler(BalancedPositiveNegativeSampler):
             pos_masks.append(pos_mask)
             neg_masks.append(neg_mask)
         return pos_masks, neg_masks
+
+
+def soft_sampling_weights(
+    labels: torch.Tensor, proposals: torch.Tensor, known: torch.Tensor, floor: float
+) -> torch.Tensor:
+    """Loss weight of each sampled proposal of one image under Soft Sampling.
+
+    Soft Sampling (Wu et al., *Soft Sampling for Robust Object Detection*, BMVC 2019) weights a
+    background RoI by its overlap with the annotated boxes: background next to a known lesion is
+    a reliable hard negative, background far from every known box may be a lesion nobody
+    labeled. Here a BACKGROUND entry weighs ``max(floor, 1 - exp(-SOFT_SAMPLING_RISE * o))``,
+    ``o`` its best IoU with ``known``; positives and HARD_NEGATIVE entries weigh 1. (The
+    floor-and-rise form is the paper's; the rise constant is ours.)
+
+    labels (Int64Tensor[N]): label codes of the sampled proposals. proposals (FloatTensor[N, 4]).
+    known (FloatTensor[K, 4]): the target's boxes (labeled and mined). floor in [0, 1]; 1 gives
+    all ones. Returns FloatTensor[N].
+    """
+    weights = torch.ones(labels.shape[0], dtype=proposals.dtype, device=proposals.device)
+    background = labels == BACKGROUND
+    if floor >= 1.0 or not bool(background.any()):
+        return weights
+    rise = 1.0 - torch.exp(-SOFT_SAMPLING_RISE * _max_iou(proposals[background], known))
+    weights[background] = rise.clamp(min=floor).to(weights.dtype)
+    return weights
 
 
 def classifier_targets(labels: torch.Tensor) -> torch.Tensor:
