@@ -27,6 +27,9 @@ Usage (one seed; seeds run side by side with one thread each)::
     OMP_NUM_THREADS=1 python benchmarks/cross_harvest.py RUNS/data OUT --seed 0 \
         --final volumes --min-slices 3 --harvest-tau 0.98
 
+``--train-fold K`` trains fold K's teacher alone and stops, so that the two fold teachers can
+train side by side (one process each); the same command without it then reuses them.
+
 ``OUT`` receives ``fold0/``, ``fold1/`` and the final run folders, the harvests' annotation
 files and ``harvest.json`` (counts, precision and recall of each harvest). Finished steps are
 skipped when the command is repeated.
@@ -233,6 +236,9 @@ def main() -> None:
     parser.add_argument("--final-policy", default="none", help="mining.policy of the final runs")
     parser.add_argument("--val-precision", action="store_true",
                         help="the fold teachers' precision on the val split by lesion length")
+    parser.add_argument("--train-fold", type=int, choices=range(FOLDS), metavar="K",
+                        help="only train fold K's teacher and stop (run one process a fold side "
+                             "by side, then the command without it reuses both)")
     parser.add_argument("--progress", action="store_true", help="a progress bar while mining")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run (after the others)")
@@ -256,6 +262,10 @@ def main() -> None:
                                       "mining.policy=none", f"train.iterations={args.fold_steps}",
                                       f"train.amp={args.fold_amp}", *args.set])
         run = out / f"fold{k}"
+        if args.train_fold is not None:
+            if args.train_fold == k:
+                train_or_reuse(config, run, progress=False)
+            continue
         train_or_reuse(config, run, progress=False)
         teacher, _ = load_model(run)
         teachers.append(teacher)
@@ -273,6 +283,8 @@ def main() -> None:
             "unlabeled_on_slices": counts.missing, "found": counts.found,
             "precision": counts.precision, "recall": counts.recall})
         print(json.dumps(summary["folds"][-1]), flush=True)
+    if args.train_fold is not None:
+        return
     suffix = f"_min{args.min_slices}" if args.min_slices > 1 else ""
     suffix += f"_tau{args.harvest_tau:g}" if args.harvest_tau is not None else ""
     suffix += f"_clean{args.clean_slices:g}" if args.clean_slices is not None else ""
