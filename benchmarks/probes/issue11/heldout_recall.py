@@ -1,0 +1,71 @@
+"""Probe (issue 11): how many lesions would a teacher mine on volumes it never trained on?
+
+Mining's recall on the training slices is bounded by the teacher's scores there, and the student
+learns the unlabeled lesions of those slices as background. The same teacher's boxes on the
+test volumes, which it never saw, say what it scores where nothing was memorised: on every key
+slice of the (fully annotated) test split, the share of the lesions crossing that slice
+(``annotations_full.csv``) that a box scoring >= ``tau`` overlaps at IoU >= 0.5 (recall), and the
+share of those boxes that overlap a lesion (precision). Boxes are those of the run's
+``test_detections.json`` (the best validated teacher, linked as ``uld predict`` links them).
+
+    python benchmarks/probes/issue11/heldout_recall.py RUNS/data RUN [RUN ...] [--tau 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from uld.boxes import iou
+
+
+def slice_boxes(path: Path, names: set[str], key_only: bool) -> dict[tuple[str, int], np.ndarray]:
+    """``{(volume, z): boxes [K, 4]}`` of an annotation file, for ``names`` (key rows only)."""
+    out: dict[tuple[str, int], list] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["volume"] in names and (not key_only or row["key"] == "1"):
+                out.setdefault((row["volume"], int(row["z"])), []).append(
+                    [float(row[k]) for k in ("x1", "y1", "x2", "y2")])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def recall_precision(detections: dict, truth: dict, key_slices, tau: float) -> tuple[float, float, int]:
+    """Recall of the lesions crossing the key slices and precision of the boxes >= tau there."""
+    hit = total = true = boxes = 0
+    for volume, z in key_slices:
+        lesions = truth.get((volume, z), np.zeros((0, 4)))
+        mined = np.array([b[1:5] for t in detections.get(volume, []) for b in t["boxes"]
+                          if b[0] == z and b[5] >= tau]).reshape(-1, 4)
+        overlap = iou(mined, lesions) >= 0.5 if len(mined) and len(lesions) else \
+            np.zeros((len(mined), len(lesions)), bool)
+        hit += int(overlap.any(axis=0).sum())
+        total += len(lesions)
+        true += int(overlap.any(axis=1).sum())
+        boxes += len(mined)
+    return hit / max(total, 1), true / max(boxes, 1), total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--tau", type=float, default=0.9)
+    args = parser.parse_args()
+    with (args.data / "splits.csv").open() as f:
+        test = {r["volume"] for r in csv.DictReader(f) if r["split"] == "test"}
+    key_slices = sorted(slice_boxes(args.data / "annotations.csv", test, key_only=True))
+    truth = slice_boxes(args.data / "annotations_full.csv", test, key_only=False)
+    print(f"| run | recall at tau {args.tau:g} | precision | lesions on the key slices |\n|---|---|---|---|")
+    for run in args.runs:
+        detections = json.loads((run / "test_detections.json").read_text())["volumes"]
+        recall, precision, total = recall_precision(detections, truth, key_slices, args.tau)
+        print(f"| {run.name} | {recall:.2f} | {precision:.2f} | {total} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
