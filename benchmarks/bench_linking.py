@@ -151,6 +151,16 @@ def full_gt(truth: Mapping[str, LesionTruth]) -> GroundTruth:
     return {name: [(int(z), b) for z, b in zip(t.z, t.boxes)] for name, t in truth.items()}
 
 
+def split_inputs(
+    run: Path, data: Path, split: str, cache: Path, redetect: bool = False,
+) -> tuple[VolumeDetections, dict[str, LesionTruth], GroundTruth, GroundTruth]:
+    """A split's per-slice detections (``detections_for``), its lesion truth on every slice,
+    and its ground truth for P3D on the key slices and on every slice."""
+    truth = read_lesion_truth(data, split)
+    return (detections_for(run, data, split, cache, redetect), truth,
+            read_gt(data, split=split), full_gt(truth))
+
+
 def measure(
     linker: Linker, dets: VolumeDetections, truth: Mapping[str, LesionTruth],
     gt_key: GroundTruth, gt_full: GroundTruth, repeat: int = 3,
@@ -206,6 +216,15 @@ _SUPPRESS_FORMATS = {k: _FORMATS[k] for k in (
 
 def _row_s(label: str, m: Mapping[str, float]) -> str:
     return f"| {label} | " + " | ".join(format(m[c], f) for c, f in _SUPPRESS_FORMATS.items()) + " |"
+
+
+PROBE_COLUMNS = ("purity", "completeness", "avg", "ap", "ap_full")
+"""The measures the issue-16 probes print a row of (``probe_cells``)."""
+
+
+def probe_cells(m: Mapping[str, float]) -> str:
+    """``m``'s PROBE_COLUMNS as table cells: ``"0.902 | 1.000 | 60.16 | 65.58 | 41.00"``."""
+    return " | ".join(format(m[c], _FORMATS[c]) for c in PROBE_COLUMNS)
 
 
 def _header_s(first: str) -> str:
@@ -410,10 +429,8 @@ def main() -> None:
     if (args.tune or args.tune_suppress or args.tune_trim or args.tune_smooth) and args.split == "test":
         parser.error("--tune selects parameters: run it on --split val, not on the test split")
 
-    dets = detections_for(args.run, args.data, args.split, args.cache, args.redetect)
-    truth = read_lesion_truth(args.data, args.split)
-    gt_key = read_gt(args.data, split=args.split)
-    gt_full = full_gt(truth)
+    dets, truth, gt_key, gt_full = split_inputs(args.run, args.data, args.split, args.cache,
+                                                 args.redetect)
     n_boxes = sum(len(s.scores) for slices in dets.values() for s in slices)
     n_slices = sum(len(slices) for slices in dets.values())
     print(f"{args.split}: {len(dets)} volumes, {n_slices} slices, {n_boxes} boxes "

@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench_linking import detections_for, evaluate_linked, full_gt
+from bench_linking import evaluate_linked, probe_cells, split_inputs
 from uld.config import Config
-from uld.data.annotations import read_gt
-from uld.eval.linking_quality import read_lesion_truth
 from uld.infer.predict import find_lesions
 from uld.infer.smooth import average_boxes, smooth_boxes
 
@@ -60,10 +58,7 @@ def partial_smooth(trk: list, k: int, ends: int = 0, gate: float = 0.0, own: flo
 
 def main() -> None:
     run, data, split, cache = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    dets = detections_for(run, data, split, cache)
-    truth = read_lesion_truth(data, split)
-    gt_full = full_gt(truth)
-    gt_key = read_gt(data, split=split)
+    dets, truth, gt_key, gt_full = split_inputs(run, data, split, cache)
     infer = Config().infer
     protect = "--protect" in sys.argv
     only = [a.split("=", 1)[1] for a in sys.argv[5:] if a.startswith("--only=")]
@@ -84,8 +79,7 @@ def main() -> None:
                 name: [partial_smooth(t, k, ends, gate, own, protect) for t in trks]
                 for name, trks in base.items()}
             m = evaluate_linked(linked, truth, gt_key, gt_full)
-            print(f"| {label} | {trim} | {m['purity']:.3f} | {m['completeness']:.3f} | {m['avg']:.2f} | "
-                  f"{m['ap']:.2f} | {m['ap_full']:.2f} |", flush=True)
+            print(f"| {label} | {trim} | {probe_cells(m)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench_linking import detections_for, evaluate_linked, full_gt
+from bench_linking import evaluate_linked, probe_cells, split_inputs
 from uld.boxes import iou
 from uld.config import Config
-from uld.data.annotations import read_gt
-from uld.eval.linking_quality import read_lesion_truth
 from uld.infer.predict import find_lesions
 from uld.infer.smooth import smooth_tracklets
 
@@ -47,10 +45,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     run, data, split, cache = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-    dets = detections_for(run, data, split, cache)
-    truth = read_lesion_truth(data, split)
-    gt_full = full_gt(truth)
-    gt_key = read_gt(data, split=split)
+    dets, truth, gt_key, gt_full = split_inputs(run, data, split, cache)
     infer = Config().infer
     print("| smooth ends | drop below IoU | per end | purity | completeness | avg | ap | ap_full |\n"
           "|---|---|---|---|---|---|---|---|")
@@ -62,8 +57,7 @@ def main() -> None:
                                              smooth, smooth)
                       for name, trks in raw.items()}
             m = evaluate_linked(linked, truth, gt_key, gt_full)
-            print(f"| {smooth} | {t} | {n} | {m['purity']:.3f} | {m['completeness']:.3f} | "
-                  f"{m['avg']:.2f} | {m['ap']:.2f} | {m['ap_full']:.2f} |", flush=True)
+            print(f"| {smooth} | {t} | {n} | {probe_cells(m)} |", flush=True)
 
 
 if __name__ == "__main__":
