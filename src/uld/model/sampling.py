@@ -162,7 +162,8 @@ def soft_sampling_weights(
     a reliable hard negative, background far from every known box may be a lesion nobody
     labeled. Here a BACKGROUND entry weighs ``max(floor, 1 - exp(-SOFT_SAMPLING_RISE * o))``,
     ``o`` its best IoU with ``known``; positives and HARD_NEGATIVE entries weigh 1. (The
-    floor-and-rise form is the paper's; the rise constant is ours.)
+    paper weights background RoIs by their overlap with the annotated objects; this curve and
+    its rise constant are ours.)
 
     labels (Int64Tensor[N]): label codes of the sampled proposals. proposals (FloatTensor[N, 4]).
     known (FloatTensor[K, 4]): the target's boxes (labeled and mined). floor in [0, 1]; 1 gives
