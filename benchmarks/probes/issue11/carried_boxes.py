@@ -34,7 +34,7 @@ RULES = [(0.9, 1), (0.9, 3), (0.95, 3), (0.98, 3), (0.98, 5)]
 
 def carried_counts(run: Path, data: Path) -> dict[str, MiningCounts]:
     """Counts of the carried boxes on the training key slices, by rule, and of direct mining."""
-    teacher, config = load_model(run)
+    teacher, _ = load_model(run)
     teacher.eval()
     config = load_config(run / "config.yaml", [f"data.root={data.resolve()}"])
     training = open_training_data(config.data)
