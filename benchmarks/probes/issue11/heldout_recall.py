@@ -26,35 +26,24 @@ from pathlib import Path
 import numpy as np
 
 from uld.boxes import iou
+from uld.data.dataset import Annotations, DatasetFolder
 
 
-def slice_boxes(path: Path, names: set[str], key_only: bool,
-                lesions: set[tuple[str, str]] | None = None) -> dict[tuple[str, int], np.ndarray]:
-    """``{(volume, z): boxes [K, 4]}`` of an annotation file, for ``names`` (key rows only;
-    only the ``(volume, lesion)`` in ``lesions`` where given)."""
-    out: dict[tuple[str, int], list] = {}
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            if row["volume"] in names and (not key_only or row["key"] == "1") and (
-                    lesions is None or (row["volume"], row["lesion"]) in lesions):
-                out.setdefault((row["volume"], int(row["z"])), []).append(
-                    [float(row[k]) for k in ("x1", "y1", "x2", "y2")])
-    return {k: np.array(v) for k, v in out.items()}
-
-
-def largest_lesions(path: Path) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """``(volume, lesion)`` of each volume's largest lesion in ``lesions.csv``, and of the others."""
+def largest_lesion(lesions_csv: Path) -> dict[str, str]:
+    """``{volume: its largest lesion}`` by ``lesions.csv``'s ``diameter_mm``."""
     largest: dict[str, tuple[float, str]] = {}
-    every = []
-    with path.open() as f:
+    with lesions_csv.open() as f:
         for row in csv.DictReader(f):
-            key = (row["volume"], row["lesion"])
-            every.append(key)
             size = float(row["diameter_mm"])
             if size > largest.get(row["volume"], (-1.0, ""))[0]:
                 largest[row["volume"]] = (size, row["lesion"])
-    biggest = {(volume, lesion) for volume, (_, lesion) in largest.items()}
-    return biggest, set(every) - biggest
+    return {volume: lesion for volume, (_, lesion) in largest.items()}
+
+
+def not_largest(table: Annotations, largest: dict[str, str]) -> np.ndarray:
+    """Mask (ndarray[N], bool) of ``table``'s rows whose lesion is not its volume's largest."""
+    return np.array([largest[str(v)] != str(les)
+                     for v, les in zip(table.volume, table.extra["lesion"])], dtype=bool)
 
 
 def recall_precision(detections: dict, truth: dict, key_slices, tau: float) -> tuple[float, float, int]:
@@ -80,14 +69,15 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--tau", type=float, default=0.9)
     args = parser.parse_args()
-    with (args.data / "splits.csv").open() as f:
-        test = {r["volume"] for r in csv.DictReader(f) if r["split"] == "test"}
-    biggest, others = largest_lesions(args.data / "lesions.csv")
-    key_slices = sorted(slice_boxes(args.data / "annotations.csv", test, key_only=True))
-    largest_keys = sorted(slice_boxes(args.data / "annotations.csv", test, key_only=True,
-                                      lesions=biggest))
-    truth = slice_boxes(args.data / "annotations_full.csv", test, key_only=False)
-    smaller = slice_boxes(args.data / "annotations_full.csv", test, key_only=False, lesions=others)
+    folder = DatasetFolder(args.data)
+    test = folder.volumes("test")
+    keys = folder.annotations("annotations.csv").for_volumes(test)
+    full = folder.annotations("annotations_full.csv").for_volumes(test)
+    largest = largest_lesion(args.data / "lesions.csv")
+    key_slices = keys.key_slices()
+    largest_keys = keys.select(~not_largest(keys, largest)).key_slices()
+    truth = full.by_slice()
+    smaller = full.select(not_largest(full, largest)).by_slice()
     print(f"| run | recall at tau {args.tau:g} | precision | recall, not the volume's largest | "
           "the same on the largest lesion's key slice |\n|---|---|---|---|---|")
     for run in args.runs:
