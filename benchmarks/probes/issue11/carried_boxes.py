@@ -39,28 +39,28 @@ def carried_counts(run: Path, data: Path) -> dict[str, MiningCounts]:
     config = load_config(run / "config.yaml", [f"data.root={data.resolve()}"])
     training = open_training_data(config.data)
     labels, truth = training.labels.by_slice(), training.truth.by_slice()
-    keys = training.labels.key_slices()
+    keys: dict[str, list[int]] = {}
+    for volume, z in training.labels.key_slices():
+        keys.setdefault(volume, []).append(z)
     store = VolumeStore(DatasetFolder(data), cache=False)
     counts = {f"peak >= {p}, {n}+ slices": MiningCounts() for p, n in RULES}
-    counts["key slice alone, >= tau"] = MiningCounts()
-    volumes = sorted({v for v, _ in keys})
-    for name in tqdm(volumes, desc=run.name, unit="vol", leave=False):
+    direct_label = "key slice alone, >= tau"
+    counts[direct_label] = MiningCounts()
+    for name in tqdm(sorted(keys), desc=run.name, unit="vol", leave=False):
         with torch.no_grad():
             lesions = predict_volume(teacher, store[name], config)
-        for volume, z in keys:
-            if volume != name:
-                continue
+        peaks = [max(b[4] for _, b in lesion) for lesion in lesions]
+        for z in keys[name]:
             known = torch.as_tensor(labels[(name, z)], dtype=torch.float32).reshape(-1, 4)
             true = torch.as_tensor(truth.get((name, z), [])).float().reshape(-1, 4)
-            for (peak, slices), label in zip(RULES, counts):
-                boxes = [box[:4] for lesion in lesions for zz, box in lesion
-                         if zz == z and max(b[4] for _, b in lesion) >= peak
-                         and sum(b[4] >= 0.5 * peak for _, b in lesion) >= slices]
+            on_z = [(peak, lesion, box) for peak, lesion in zip(peaks, lesions)
+                    for zz, box in lesion if zz == z]
+            for (least, slices), label in zip(RULES, counts):
+                boxes = [box[:4] for peak, lesion, box in on_z if peak >= least
+                         and sum(b[4] >= 0.5 * least for _, b in lesion) >= slices]
                 counts[label] = counts[label] + _counts(boxes, known, true, config.mining)
-            direct = [box[:4] for lesion in lesions for zz, box in lesion
-                      if zz == z and box[4] >= config.mining.tau]
-            label = "key slice alone, >= tau"
-            counts[label] = counts[label] + _counts(direct, known, true, config.mining)
+            direct = [box[:4] for _, _, box in on_z if box[4] >= config.mining.tau]
+            counts[direct_label] = counts[direct_label] + _counts(direct, known, true, config.mining)
     return counts
 
 
