@@ -262,11 +262,11 @@ def main() -> None:
                                       "mining.policy=none", f"train.iterations={args.fold_steps}",
                                       f"train.amp={args.fold_amp}", *args.set])
         run = out / f"fold{k}"
-        if args.train_fold is not None:
-            if args.train_fold == k:
-                train_or_reuse(config, run, progress=False)
+        if args.train_fold not in (None, k):
             continue
         train_or_reuse(config, run, progress=False)
+        if args.train_fold is not None:
+            continue
         teacher, _ = load_model(run)
         teachers.append(teacher)
         other = (k + 1) % FOLDS

@@ -89,10 +89,10 @@ def test_sampler_matches_torchvision_without_hard_negatives_and_takes_them_first
         assert not neg[0][coded == IGNORE].any()
 
 
-def _detector() -> torch.nn.Module:
+def _detector(**settings) -> torch.nn.Module:
     config = ModelConfig(backbone="small", pretrained="", small_channels=(8, 8), out_channels=8,
                          representation_size=16, anchor_sizes=(16, 24), rpn_batch_size_per_image=64,
-                         box_batch_size_per_image=32)
+                         box_batch_size_per_image=32, **settings)
     torch.manual_seed(0)
     return build_detector(config, 3).train()
 
@@ -256,11 +256,7 @@ def test_soft_sampling_trains_and_is_range_checked():
 
     from uld.config import ConfigError, load_config
 
-    config = ModelConfig(backbone="small", pretrained="", small_channels=(8, 8), out_channels=8,
-                         representation_size=16, anchor_sizes=(16, 24), rpn_batch_size_per_image=64,
-                         box_batch_size_per_image=32, soft_sampling_floor=0.25)
-    torch.manual_seed(0)
-    model = build_detector(config, 3).train()
+    model = _detector(soft_sampling_floor=0.25)
     target = targets_for_student(KNOWN, torch.zeros(0, 4), "none")
     losses = model([torch.rand(3, 96, 96)], [target])
     assert all(torch.isfinite(v) for v in losses.values())
