@@ -8,7 +8,6 @@ the file and the value when either is wrong:
 - :func:`check_nifti`: gzip CRC and length (a truncated or corrupt ``.gz``), the header's
   ``pixdim`` (and the ``sform`` column lengths when ITK would use them), and the voxel count
   the header promises against the bytes present;
-- :func:`check_spacing`: three positive, finite millimetre values (also for DICOM series);
 - :func:`check_dicom_files`: every file of a DICOM series parses, its ``PixelSpacing`` is
   positive and its pixel data is as long as rows x columns x bits say;
 """
@@ -29,15 +28,6 @@ from uld.messages import plain
 #: NIfTI datatype code -> bits per voxel (NIfTI-1 and -2 share the codes).
 _NIFTI_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32,
                1024: 64, 1280: 64, 1536: 128, 1792: 128, 2048: 256, 2304: 32}
-
-
-def check_spacing(spacing_xyz: Sequence[float], where: str) -> tuple[float, float, float]:
-    """``spacing_xyz`` as three floats, or ``ValueError`` naming ``where`` and the values."""
-    values = tuple(float(s) for s in spacing_xyz)
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        shown = ", ".join(plain(s) for s in values)
-        raise ValueError(f"{where}: voxel spacing ({shown}) mm must be three positive, finite values")
-    return values  # type: ignore[return-value]
 
 
 def _read_decoded(path: Path, need: int | None = None) -> bytes:
