@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from uld.data import synth
-from uld.data.dataset import DatasetFolder, check_boxes_in_volume, read_annotations
+from uld.data.dataset import DatasetFolder, boxes_outside_volume, read_annotations
 from uld.data.synth import (
     SIZE_BANDS,
     SynthConfig,
@@ -93,7 +93,7 @@ def test_boxes_lie_inside_their_image_and_volume(dataset):
         assert np.all(table.boxes >= 0) and np.all(table.z >= 0)
         for name in folder.volumes():
             shape = folder.read_volume(name).shape
-            check_boxes_in_volume(table, name, shape, filename)
+            assert boxes_outside_volume(table, name, shape, filename) == []
     for row in _rows(root / "lesions.csv"):
         shape = folder.read_volume(row["volume"]).shape
         x1, y1, z1, x2, y2, z2 = (float(row[c]) for c in ("x1", "y1", "z1", "x2", "y2", "z2"))

@@ -337,12 +337,3 @@ def boxes_outside_volume(
                 f"outside the image (z < {depth}, x <= {width}, y <= {height})"
             )))
     return bad
-
-
-def check_boxes_in_volume(
-    table: Annotations, name: str, shape_zyx: tuple[int, int, int], where: str
-) -> None:
-    """Raise naming ``where`` and the row if a box of volume ``name`` falls outside its image."""
-    bad = boxes_outside_volume(table, name, shape_zyx, where)
-    if bad:
-        raise DataError(bad[0][1])
