@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from uld.atomic import write_text
+from uld.config import load_config
 from uld.experiment.plan import RunSpec
 from uld.experiment.report import (
     by_kind,
@@ -37,7 +38,6 @@ ROWS = {"none": ("EMA teacher, no mining", "none"), "add": ("Mining, add", "add"
         "upper": ("Perfect mining, add", "upper_add")}
 DEFAULT_LEVEL = 85
 """The level of runs named without one (``none_aug_s0``): the first converged rows."""
-TAU = 0.9
 
 
 def converged_spec(name: str) -> RunSpec | None:
@@ -62,7 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     specs = [(spec, run) for run in sorted(args.folder.iterdir())
              if (spec := converged_spec(run.name)) and (run / RESULT_FILE).is_file()]
-    groups = by_kind([read_run(spec, run, TAU) for spec, run in specs])
+    groups = by_kind([read_run(spec, run, load_config(run / "config.yaml").mining.tau)
+                      for spec, run in specs])
     levels = sorted({kind.split("_", 1)[0] for kind in groups if kind.startswith("sweep")})
     costs = [("oracle", f"{level}_none", f"{level[5:]} % unlabeled: what missing labels cost")
              for level in levels]
